@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, as a user and CI run it:
+#   1. unit and end-to-end tests (cargo nextest; the e2e tests start the real
+#      tidelog binary and talk to it through librdkafka, built from source),
+#   2. librdkafka's own conformance tests against a running tidelog.
+# Needs: Rust (cargo), gcc, make, and root or sudo for the Debian packages the
+# compatibility step builds against (scripts/install-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
+
+bash scripts/compat-librdkafka.sh
+bash scripts/compat-clients.sh

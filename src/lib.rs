@@ -1,0 +1,17 @@
+//! tidelog: an Apache Kafka wire-compatible event-streaming broker,
+//! thread-per-core on io_uring. See `DESIGN.md` in the shared folder for the
+//! architecture: one shard per core, each its own Kafka node, owning its
+//! partitions' logs with no cross-core locking.
+//!
+//! The crate is laid out as the architecture is: `server` starts shards and
+//! serves connections, `protocol` parses and answers Kafka requests,
+//! `shard` holds one core's state, `storage` the partition logs, and
+//! `metadata` the cluster view and its log.
+
+pub mod config;
+pub mod metadata;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod storage;
+pub mod types;

@@ -1,0 +1,180 @@
+//! The `tidelog` command line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use tidelog::config::{
+    BrokerConfig, SOCKET_REQUEST_MAX_BYTES_DEFAULT, TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+};
+use tidelog::server::{self, StartupError};
+use tidelog::storage::LogConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidelog",
+    version,
+    about = "A Kafka wire-compatible event-streaming broker, thread-per-core on io_uring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Directory for partition logs and cluster metadata.
+    #[arg(long, default_value = "./tidelog-data")]
+    data_dir: PathBuf,
+    /// Shards to run, one pinned per core [default: every online CPU].
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Address of shard 0; shard i listens on PORT+i.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// Host name advertised to clients in Metadata [default: the --listen host].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Create unknown topics when a client's Metadata request asks for them.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of an auto-created topic, or of CreateTopics with -1 (Kafka's num.partitions).
+    #[arg(long, default_value_t = 1)]
+    default_partitions: i32,
+    /// Largest request accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, default_value_t = SOCKET_REQUEST_MAX_BYTES_DEFAULT)]
+    socket_request_max_bytes: usize,
+    /// Default segment size in bytes (Kafka's log.segment.bytes).
+    #[arg(long, default_value_t = LogConfig::default().segment_bytes)]
+    segment_bytes: u64,
+    /// Default largest record batch in bytes (Kafka's message.max.bytes).
+    #[arg(long, default_value_t = LogConfig::default().max_message_bytes)]
+    max_message_bytes: u32,
+    /// Memory per shard for recently produced batches served to fetches.
+    #[arg(long, default_value_t = TAIL_CACHE_BYTES_PER_SHARD_DEFAULT)]
+    tail_cache_bytes: usize,
+    /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides it).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = broker_config(args).and_then(server::run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tidelog: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
+    let invalid = |message: String| StartupError::Invalid(message);
+    let listen: SocketAddr = args
+        .listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            invalid(format!(
+                "--listen {:?} is not a HOST:PORT address",
+                args.listen
+            ))
+        })?;
+    let online = online_cpus();
+    let shard_count = args.cores.unwrap_or(online.len()).max(1);
+    if args.cores == Some(0) {
+        return Err(invalid("--cores must be at least 1".into()));
+    }
+    let last_port = u32::from(listen.port()) + shard_count as u32 - 1;
+    if listen.port() == 0 || last_port > u32::from(u16::MAX) {
+        return Err(invalid(format!(
+            "--listen port {} with {shard_count} shards needs ports {}..={last_port}: pick a port between 1 and {}",
+            listen.port(),
+            listen.port(),
+            u32::from(u16::MAX) + 1 - shard_count as u32
+        )));
+    }
+    if args.default_partitions < 1 {
+        return Err(invalid("--default-partitions must be at least 1".into()));
+    }
+    if args.segment_bytes < 14 {
+        return Err(invalid("--segment-bytes must be at least 14".into()));
+    }
+    let cpus = (0..shard_count).map(|i| online[i % online.len()]).collect();
+    let advertised_host = args.advertise.unwrap_or_else(|| listen.ip().to_string());
+    let cluster_id = cluster_id(&args.data_dir)?;
+    let log = LogConfig {
+        segment_bytes: args.segment_bytes,
+        max_message_bytes: args.max_message_bytes,
+        ..LogConfig::default()
+    };
+    Ok(BrokerConfig {
+        data_dir: args.data_dir,
+        cluster_id,
+        shard_count,
+        cpus,
+        listen_ip: listen.ip(),
+        base_port: listen.port(),
+        advertised_host,
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.default_partitions,
+        socket_request_max_bytes: args.socket_request_max_bytes,
+        tail_cache_bytes_per_shard: args.tail_cache_bytes,
+        log,
+    })
+}
+
+/// The CPUs this process may run on.
+fn online_cpus() -> Vec<usize> {
+    match glommio::CpuSet::online() {
+        Ok(set) => {
+            let mut cpus: Vec<usize> = set.into_iter().map(|location| location.cpu).collect();
+            cpus.sort_unstable();
+            cpus.dedup();
+            if cpus.is_empty() { vec![0] } else { cpus }
+        }
+        Err(_) => vec![0],
+    }
+}
+
+/// Reads the data directory's cluster id, making one on first start.
+fn cluster_id(data_dir: &std::path::Path) -> Result<String, StartupError> {
+    let path = data_dir.join("cluster.id");
+    let data_dir_error = |e: std::io::Error| StartupError::DataDir {
+        path: data_dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            std::fs::write(&path, &id).map_err(data_dir_error)?;
+            Ok(id)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! One client connection: a reader that parses requests and stages them in
+//! arrival order, and a writer that sends their responses in that same
+//! order. Up to `MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION` requests may be in
+//! flight; past that the reader waits (back-pressure). Anything malformed
+//! closes this connection only.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::future;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::config::MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION;
+use crate::protocol::codec::{self, Parsed, ProtocolError};
+use crate::protocol::dispatch::{PendingResponse, dispatch};
+use crate::shard::Shard;
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    shard.connection_opened();
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%peer, %error, "set_nodelay failed");
+    }
+    match writer_half(&stream) {
+        Ok(writer) => {
+            let (sender, receiver) = local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
+            let writer_task = glommio::spawn_local(write_responses(writer, receiver, peer));
+            if let Err(error) = read_requests(&shard, stream, &sender).await {
+                match error {
+                    ConnectionError::Protocol(e) => warn!(%peer, error = %e, "closing connection"),
+                    ConnectionError::Io(e) => debug!(%peer, error = %e, "connection read ended"),
+                }
+            }
+            drop(sender);
+            writer_task.await;
+        }
+        Err(error) => warn!(%peer, %error, "could not set up the connection"),
+    }
+    shard.connection_closed();
+}
+
+/// A second handle on the same socket, so reads and writes proceed
+/// independently.
+fn writer_half(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    // SAFETY: `dup` returns a new descriptor for the same socket that nobody
+    // else owns; the new TcpStream takes ownership and closes it on drop.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a valid, open, exclusively owned socket descriptor.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    responses: &local_channel::LocalSender<PendingResponse>,
+) -> Result<(), ConnectionError> {
+    let max = shard.config.socket_request_max_bytes;
+    loop {
+        if shard.is_shutting_down() {
+            return Ok(());
+        }
+        let read = future::or(
+            async { read_frame(&mut stream, max).await.map(Some) },
+            async {
+                shard.shutdown.notified().await;
+                Ok(None)
+            },
+        )
+        .await?;
+        let Some(Some(frame)) = read else {
+            return Ok(());
+        };
+        let pending: PendingResponse = match codec::parse(frame.freeze())? {
+            Parsed::Request(request) => dispatch(shard, *request),
+            Parsed::ApiVersionsUnsupported { correlation_id } => {
+                let response = codec::api_versions_unsupported(correlation_id);
+                Box::pin(async move { response.map(Some) })
+            }
+        };
+        if responses.send(pending).await.is_err() {
+            // The writer has gone: the peer closed or a write failed.
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<BytesMut>, ConnectionError> {
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = codec::check_frame_size(i32::from_be_bytes(size), max)?;
+    let mut frame = BytesMut::zeroed(size);
+    stream.read_exact(&mut frame).await?;
+    Ok(Some(frame))
+}
+
+async fn write_responses(mut stream: TcpStream, pending: LocalReceiver<PendingResponse>, peer: SocketAddr) {
+    while let Some(response) = pending.recv().await {
+        let bytes = match response.await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(error) => {
+                warn!(%peer, %error, "closing connection");
+                break;
+            }
+        };
+        if let Err(error) = stream.write_all(&bytes).await {
+            debug!(%peer, %error, "connection write failed");
+            break;
+        }
+    }
+    // Wake the reader if it is still blocked on this socket.
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
