@@ -115,7 +115,11 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
 /// Overrides were validated when written.
 pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let mut config = defaults.clone();
-    let number = |name: &str| overrides.get(name).and_then(|v| v.trim().parse::<u64>().ok());
+    let number = |name: &str| {
+        overrides
+            .get(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
     if let Some(v) = number(SEGMENT_BYTES) {
         config.segment_bytes = v;
     }

@@ -4,9 +4,7 @@
 //! and version, and the connection is closed.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::versions;
@@ -50,7 +48,9 @@ pub enum Parsed {
     Request(Box<Request>),
     /// ApiVersions at a version we do not speak: Kafka answers with
     /// UNSUPPORTED_VERSION in a v0 response so the client can retry lower.
-    ApiVersionsUnsupported { correlation_id: i32 },
+    ApiVersionsUnsupported {
+        correlation_id: i32,
+    },
 }
 
 /// Checks a frame's size prefix.
@@ -85,7 +85,8 @@ pub fn parse(mut frame: Bytes) -> Result<Parsed, ProtocolError> {
     let header_version = api.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| malformed(format!("header: {e}")))?;
-    let body = RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
+    let body =
+        RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
     if frame.has_remaining() && api != ApiKey::ApiVersions {
         return Err(malformed(format!("{} trailing bytes", frame.remaining())));
     }
@@ -117,7 +118,8 @@ pub fn encode_response(
         .map_err(|e| encode_error(e.to_string()))?;
     body.encode(&mut buf, version)
         .map_err(|e| encode_error(e.to_string()))?;
-    let size = i32::try_from(buf.len() - 4).map_err(|_| encode_error("response too large".into()))?;
+    let size =
+        i32::try_from(buf.len() - 4).map_err(|_| encode_error("response too large".into()))?;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }
@@ -174,14 +176,18 @@ mod tests {
         unknown.put_i16(9999);
         unknown.put_i16(0);
         unknown.put_i32(1);
-        let mut trailing = BytesMut::from(&frame(ApiKey::Metadata, 1, &MetadataRequest::default())[..]);
+        let mut trailing =
+            BytesMut::from(&frame(ApiKey::Metadata, 1, &MetadataRequest::default())[..]);
         trailing.put_u8(7);
         let mut truncated = frame(ApiKey::Metadata, 12, &MetadataRequest::default());
         truncated.truncate(truncated.len() - 1);
         let cases: Vec<(&str, Bytes)> = vec![
             ("short", Bytes::from_static(&[0, 3, 0])),
             ("unknown api", unknown.freeze()),
-            ("unsupported version", frame(ApiKey::Produce, 2, &MetadataRequest::default())),
+            (
+                "unsupported version",
+                frame(ApiKey::Produce, 2, &MetadataRequest::default()),
+            ),
             ("trailing bytes", trailing.freeze()),
             ("truncated", truncated),
         ];

@@ -26,7 +26,8 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
         body,
     } = request;
     let correlation_id = header.correlation_id;
-    let respond = move |body: ResponseKind| encode_response(api, version, correlation_id, &body).map(Some);
+    let respond =
+        move |body: ResponseKind| encode_response(api, version, correlation_id, &body).map(Some);
     let shard = shard.clone();
     match body {
         RequestKind::Produce(request) => {
@@ -39,7 +40,9 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
             })
         }
         RequestKind::Fetch(request) => Box::pin(async move {
-            respond(ResponseKind::Fetch(handlers::fetch::handle(&shard, request).await))
+            respond(ResponseKind::Fetch(
+                handlers::fetch::handle(&shard, request).await,
+            ))
         }),
         RequestKind::ListOffsets(request) => Box::pin(async move {
             respond(ResponseKind::ListOffsets(
@@ -79,8 +82,6 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
             Box::pin(async move { respond(ResponseKind::DescribeConfigs(response)) })
         }
         // The codec only lets through APIs listed in `versions::SUPPORTED`.
-        _ => Box::pin(async move {
-            Err(ProtocolError::UnsupportedVersion { api, version })
-        }),
+        _ => Box::pin(async move { Err(ProtocolError::UnsupportedVersion { api, version }) }),
     }
 }

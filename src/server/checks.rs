@@ -20,15 +20,21 @@ pub enum StartupError {
         "memlock limit is {limit_bytes} bytes, below the {MEMLOCK_BYTES_MIN} bytes io_uring needs: raise it with `ulimit -l 8192` (or LimitMEMLOCK= in a systemd unit)"
     )]
     MemlockTooLow { limit_bytes: u64 },
-    #[error("data directory {path} is not usable ({reason}): choose a writable directory with --data-dir")]
+    #[error(
+        "data directory {path} is not usable ({reason}): choose a writable directory with --data-dir"
+    )]
     DataDir { path: String, reason: String },
     #[error(
         "data directory {path} is on a filesystem without O_DIRECT support (tmpfs?): choose another with --data-dir"
     )]
     NoDirectIo { path: String },
-    #[error("data directory {path} is in use by another tidelog process: stop it, or choose another with --data-dir")]
+    #[error(
+        "data directory {path} is in use by another tidelog process: stop it, or choose another with --data-dir"
+    )]
     DataDirLocked { path: String },
-    #[error("cannot listen on {addr}: {reason}: stop the process using it or choose another port with --listen")]
+    #[error(
+        "cannot listen on {addr}: {reason}: stop the process using it or choose another port with --listen"
+    )]
     Listen { addr: String, reason: String },
     #[error("{0}")]
     Invalid(String),

@@ -35,7 +35,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     }
     match writer_half(&stream) {
         Ok(writer) => {
-            let (sender, receiver) = local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
+            let (sender, receiver) =
+                local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
             let writer_task = glommio::spawn_local(write_responses(writer, receiver, peer));
             if let Err(error) = read_requests(&shard, stream, &sender).await {
                 match error {
@@ -100,7 +101,10 @@ async fn read_requests(
 }
 
 /// Reads one frame; `None` at a clean end of stream.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<BytesMut>, ConnectionError> {
+async fn read_frame(
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<Option<BytesMut>, ConnectionError> {
     let mut size = [0u8; 4];
     match stream.read_exact(&mut size).await {
         Ok(()) => {}
@@ -113,7 +117,11 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<BytesMu
     Ok(Some(frame))
 }
 
-async fn write_responses(mut stream: TcpStream, pending: LocalReceiver<PendingResponse>, peer: SocketAddr) {
+async fn write_responses(
+    mut stream: TcpStream,
+    pending: LocalReceiver<PendingResponse>,
+    peer: SocketAddr,
+) {
     while let Some(response) = pending.recv().await {
         let bytes = match response.await {
             Ok(Some(bytes)) => bytes,

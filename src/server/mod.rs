@@ -43,10 +43,11 @@ pub fn run(config: BrokerConfig) -> Result<(), StartupError> {
     let _lock = checks::lock_data_dir(&config.data_dir)?;
 
     let listeners = bind_listeners(&config)?;
-    let (metadata_log, view) = MetadataLog::open(&config.data_dir).map_err(|e| StartupError::DataDir {
-        path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let (metadata_log, view) =
+        MetadataLog::open(&config.data_dir).map_err(|e| StartupError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
     remove_orphan_partitions(&config.data_dir, &view);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -55,14 +56,19 @@ pub fn run(config: BrokerConfig) -> Result<(), StartupError> {
             .map_err(|e| StartupError::Invalid(format!("cannot install signal handler: {e}")))?;
     }
 
-    let mesh = (config.shard_count > 1).then(|| MeshBuilder::<Envelope, _>::full(config.shard_count, MESH_CHANNEL_CAPACITY));
+    let mesh = (config.shard_count > 1)
+        .then(|| MeshBuilder::<Envelope, _>::full(config.shard_count, MESH_CHANNEL_CAPACITY));
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<usize, String>>();
     let mut metadata_log = Some(metadata_log);
     let mut handles = Vec::with_capacity(config.shard_count);
     for (index, listener_fd) in listeners.into_iter().enumerate() {
         let config = config.clone();
         let view = view.clone();
-        let log = if index == 0 { metadata_log.take() } else { None };
+        let log = if index == 0 {
+            metadata_log.take()
+        } else {
+            None
+        };
         let mesh = mesh.clone();
         let stop = stop.clone();
         let ready = ready_sender.clone();
@@ -88,7 +94,11 @@ pub fn run(config: BrokerConfig) -> Result<(), StartupError> {
         match ready_receiver.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(reason)) => return Err(StartupError::Invalid(reason)),
-            Err(_) => return Err(StartupError::Invalid("a shard exited during start-up".into())),
+            Err(_) => {
+                return Err(StartupError::Invalid(
+                    "a shard exited during start-up".into(),
+                ));
+            }
         }
     }
     let last_port = config.shard_port(config.shard_count - 1);
@@ -174,7 +184,9 @@ async fn shard_main(
         Some(mesh) => match mesh.join().await {
             Ok((senders, receivers)) => (Some(senders), Some(receivers)),
             Err(error) => {
-                let _ = ready.send(Err(format!("shard {index} could not join the channel mesh: {error}")));
+                let _ = ready.send(Err(format!(
+                    "shard {index} could not join the channel mesh: {error}"
+                )));
                 return;
             }
         },
@@ -188,7 +200,9 @@ async fn shard_main(
         Mesh::new(senders),
     ));
     if let Err(error) = shard.open_owned_logs().await {
-        let _ = ready.send(Err(format!("shard {index} could not open its partitions: {error}")));
+        let _ = ready.send(Err(format!(
+            "shard {index} could not open its partitions: {error}"
+        )));
         return;
     }
     if let Some(mut receivers) = receivers {

@@ -94,16 +94,16 @@ impl GroupCommit {
 /// `futures_lite` has no join-all; this runs the flushes concurrently on the
 /// shard and collects their results in order.
 async fn flush_all(logs: &[Rc<PartitionLog>]) -> Vec<Result<Offset, StorageError>> {
-        let tasks: Vec<_> = logs
-            .iter()
-            .map(|log| {
-                let log = log.clone();
-                glommio::spawn_local(async move { log.flush().await })
-            })
-            .collect();
-        let mut results = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            results.push(task.await);
-        }
+    let tasks: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.flush().await })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await);
+    }
     results
 }

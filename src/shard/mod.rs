@@ -162,7 +162,8 @@ impl Shard {
     pub async fn apply(&self, record: &MetadataRecord) -> Result<(), String> {
         self.cluster.borrow_mut().apply(record);
         match record {
-            MetadataRecord::TopicCreated { name, .. } | MetadataRecord::PartitionsAdded { name, .. } => {
+            MetadataRecord::TopicCreated { name, .. }
+            | MetadataRecord::PartitionsAdded { name, .. } => {
                 let topic = self.cluster.borrow().topic(name).cloned();
                 if let Some(topic) = topic {
                     self.open_partitions(&topic.name, &topic.partition_shards, &topic.configs)
@@ -201,7 +202,10 @@ impl Shard {
     }
 
     /// Runs a metadata change: here on shard 0, or sent to shard 0.
-    pub async fn change_metadata(self: &Rc<Self>, request: ControlRequest) -> Result<u128, AdminError> {
+    pub async fn change_metadata(
+        self: &Rc<Self>,
+        request: ControlRequest,
+    ) -> Result<u128, AdminError> {
         if self.id != ShardId(0) {
             return match self.mesh.call(0, request).await {
                 Ok(ControlReply::Changed(result)) => result,
@@ -266,7 +270,10 @@ impl Shard {
             return Ok(topic_id);
         }
         let partition_shards = manual.unwrap_or_else(|| {
-            let counts = self.cluster.borrow().partitions_per_shard(self.shard_count());
+            let counts = self
+                .cluster
+                .borrow()
+                .partitions_per_shard(self.shard_count());
             placement::place(&counts, spec.partitions as usize)
         });
         let record = MetadataRecord::TopicCreated {
@@ -315,7 +322,10 @@ impl Shard {
             return Ok(topic_id);
         }
         let partition_shards = manual.unwrap_or_else(|| {
-            let counts = self.cluster.borrow().partitions_per_shard(self.shard_count());
+            let counts = self
+                .cluster
+                .borrow()
+                .partitions_per_shard(self.shard_count());
             placement::place(&counts, (total_count - current) as usize)
         });
         let record = MetadataRecord::PartitionsAdded {
@@ -355,7 +365,8 @@ impl Shard {
         let Some(nodes) = assignment else {
             return Ok(None);
         };
-        let invalid = |message: String| AdminError::new(ResponseError::InvalidReplicaAssignment, message);
+        let invalid =
+            |message: String| AdminError::new(ResponseError::InvalidReplicaAssignment, message);
         if usize::try_from(partitions).ok() != Some(nodes.len()) {
             return Err(invalid(format!(
                 "The assignment has {} partitions, expected {partitions}.",
@@ -377,9 +388,12 @@ impl Shard {
     /// Shard 0: makes `record` durable in the metadata log, applies it here,
     /// then on every other shard; answers once all have applied it.
     async fn commit_record(self: &Rc<Self>, record: MetadataRecord) -> Result<(), AdminError> {
-        let storage_error = |message: String| AdminError::new(ResponseError::KafkaStorageError, message);
+        let storage_error =
+            |message: String| AdminError::new(ResponseError::KafkaStorageError, message);
         let Some(mut log) = self.metadata_log.borrow_mut().take() else {
-            return Err(storage_error("the metadata log is not open on this shard".into()));
+            return Err(storage_error(
+                "the metadata log is not open on this shard".into(),
+            ));
         };
         let to_append = record.clone();
         let (log, appended) = glommio::executor()
@@ -394,10 +408,18 @@ impl Shard {
         self.apply(&record).await.map_err(storage_error)?;
         let mut failures = Vec::new();
         for peer in 1..self.shard_count() {
-            match self.mesh.call(peer, ControlRequest::Apply(record.clone())).await {
+            match self
+                .mesh
+                .call(peer, ControlRequest::Apply(record.clone()))
+                .await
+            {
                 Ok(ControlReply::Applied(Ok(()))) => {}
-                Ok(ControlReply::Applied(Err(error))) => failures.push(format!("shard {peer}: {error}")),
-                Ok(ControlReply::Changed(_)) => failures.push(format!("shard {peer}: unexpected reply")),
+                Ok(ControlReply::Applied(Err(error))) => {
+                    failures.push(format!("shard {peer}: {error}"))
+                }
+                Ok(ControlReply::Changed(_)) => {
+                    failures.push(format!("shard {peer}: unexpected reply"))
+                }
                 Err(error) => failures.push(error.to_string()),
             }
         }
@@ -424,7 +446,8 @@ impl Shard {
     }
 
     pub fn connection_closed(&self) {
-        self.connections.set(self.connections.get().saturating_sub(1));
+        self.connections
+            .set(self.connections.get().saturating_sub(1));
         self.connections_changed.notify_all();
     }
 

@@ -38,7 +38,11 @@ mod tests {
         // api key i16, min i16, max i16, tag buffer (1) = 7 bytes per entry
         let expected = 2 + 1 + 7 * SUPPORTED.len() + 4 + 1;
         assert_eq!(buf.len(), expected);
-        assert_eq!(buf.last(), Some(&0u8), "the top-level tag buffer must be empty");
+        assert_eq!(
+            buf.last(),
+            Some(&0u8),
+            "the top-level tag buffer must be empty"
+        );
         Ok(())
     }
 }

@@ -7,7 +7,9 @@ use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::describe_configs::describe_topic;
@@ -15,7 +17,11 @@ use super::str_bytes;
 use crate::shard::Shard;
 use crate::shard::mesh::{AdminError, ControlRequest, TopicSpec};
 
-pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_default() += 1;
@@ -46,7 +52,10 @@ pub async fn handle(shard: &Rc<Shard>, request: CreateTopicsRequest, version: i1
         };
         let partitions = spec.partitions;
         let configs = spec.configs.clone();
-        match shard.change_metadata(ControlRequest::CreateTopic(spec)).await {
+        match shard
+            .change_metadata(ControlRequest::CreateTopic(spec))
+            .await
+        {
             Ok(topic_id) => {
                 let result = result
                     .with_topic_id(uuid::Uuid::from_u128(topic_id))
@@ -71,7 +80,11 @@ fn error(result: CreatableTopicResult, e: &AdminError) -> CreatableTopicResult {
         .with_error_message(Some(str_bytes(e.message.clone())))
 }
 
-fn spec(shard: &Shard, topic: CreatableTopic, validate_only: bool) -> Result<TopicSpec, AdminError> {
+fn spec(
+    shard: &Shard,
+    topic: CreatableTopic,
+    validate_only: bool,
+) -> Result<TopicSpec, AdminError> {
     let name = topic.name.0.to_string();
     let has_assignment = !topic.assignments.is_empty();
     if has_assignment && (topic.num_partitions != -1 || topic.replication_factor != -1) {
@@ -130,7 +143,10 @@ fn spec(shard: &Shard, topic: CreatableTopic, validate_only: bool) -> Result<Top
     })
 }
 
-fn config_entries(shard: &Shard, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn config_entries(
+    shard: &Shard,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     describe_topic(&shard.config, overrides)
         .into_iter()
         .map(|d| {

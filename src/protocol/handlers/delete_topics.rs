@@ -10,13 +10,22 @@ use super::str_bytes;
 use crate::shard::Shard;
 use crate::shard::mesh::ControlRequest;
 
-pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     // (name, topic id) of each topic to delete.
     let targets: Vec<(Option<String>, u128)> = if version >= 6 {
         request
             .topics
             .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id.as_u128()))
+            .map(|t| {
+                (
+                    t.name.as_ref().map(|n| n.0.to_string()),
+                    t.topic_id.as_u128(),
+                )
+            })
             .collect()
     } else {
         request
@@ -29,7 +38,10 @@ pub async fn handle(shard: &Rc<Shard>, request: DeleteTopicsRequest, version: i1
     for (name, topic_id) in targets {
         let name = match name {
             Some(name) => Some(name),
-            None => shard.cluster().topic_by_id(topic_id).map(|t| t.name.clone()),
+            None => shard
+                .cluster()
+                .topic_by_id(topic_id)
+                .map(|t| t.name.clone()),
         };
         let result = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(str_bytes(n))))

@@ -46,7 +46,10 @@ fn broker_synonym(name: &str) -> &'static str {
 }
 
 /// Every topic config of a topic with these overrides.
-pub fn describe_topic(config: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Vec<Described> {
+pub fn describe_topic(
+    config: &BrokerConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<Described> {
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
@@ -59,7 +62,11 @@ pub fn describe_topic(config: &BrokerConfig, overrides: &BTreeMap<String, String
                 }
                 None => (default.clone(), SOURCE_DEFAULT_CONFIG),
             };
-            synonyms.push((broker_synonym(def.name).to_string(), default, SOURCE_DEFAULT_CONFIG));
+            synonyms.push((
+                broker_synonym(def.name).to_string(),
+                default,
+                SOURCE_DEFAULT_CONFIG,
+            ));
             Described {
                 name: def.name,
                 value,
@@ -115,7 +122,11 @@ fn describe_broker(config: &BrokerConfig) -> Vec<Described> {
     ]
 }
 
-pub fn handle(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn handle(
+    shard: &Rc<Shard>,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
@@ -140,7 +151,10 @@ pub fn handle(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16) 
                     if known {
                         Ok(describe_broker(&shard.config))
                     } else {
-                        Err((ResponseError::InvalidRequest, format!("Unknown broker id '{name}'.")))
+                        Err((
+                            ResponseError::InvalidRequest,
+                            format!("Unknown broker id '{name}'."),
+                        ))
                     }
                 }
                 other => Err((
@@ -156,8 +170,19 @@ pub fn handle(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16) 
                         .map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
                     let configs = configs
                         .into_iter()
-                        .filter(|c| wanted.as_ref().is_none_or(|keys| keys.iter().any(|k| k == c.name)))
-                        .map(|c| entry(c, version, request.include_synonyms, request.include_documentation))
+                        .filter(|c| {
+                            wanted
+                                .as_ref()
+                                .is_none_or(|keys| keys.iter().any(|k| k == c.name))
+                        })
+                        .map(|c| {
+                            entry(
+                                c,
+                                version,
+                                request.include_synonyms,
+                                request.include_documentation,
+                            )
+                        })
                         .collect();
                     result.with_configs(configs)
                 }

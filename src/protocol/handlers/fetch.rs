@@ -29,7 +29,11 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> FetchResponse {
             return response;
         }
         let shutdown = shard.shutdown.notified();
-        future::or(future::or(flushed, shutdown), glommio::timer::sleep(deadline - now)).await;
+        future::or(
+            future::or(flushed, shutdown),
+            glommio::timer::sleep(deadline - now),
+        )
+        .await;
     }
 }
 
@@ -49,7 +53,8 @@ async fn read_once(shard: &Rc<Shard>, request: &FetchRequest) -> (FetchResponse,
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
             let lookup = shard.partition(&name, partition.partition);
-            let error = lookup_error_code(&lookup).or_else(|| check_leader_epoch(partition.current_leader_epoch));
+            let error = lookup_error_code(&lookup)
+                .or_else(|| check_leader_epoch(partition.current_leader_epoch));
             if let Some(code) = error {
                 any_error = true;
                 partitions.push(response.with_error_code(code.code()));
@@ -100,7 +105,11 @@ async fn read_once(shard: &Rc<Shard>, request: &FetchRequest) -> (FetchResponse,
                 .with_partitions(partitions),
         );
     }
-    (FetchResponse::default().with_responses(topics), total_bytes, any_error)
+    (
+        FetchResponse::default().with_responses(topics),
+        total_bytes,
+        any_error,
+    )
 }
 
 fn concat(batches: Vec<Bytes>) -> Bytes {

@@ -39,7 +39,9 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
             let found = match partition.timestamp {
                 EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset().0, -1))),
                 LATEST_TIMESTAMP => Ok(Some((log.high_watermark().0, -1))),
-                MAX_TIMESTAMP => Ok(log.max_timestamp().map(|hit| (hit.offset.0, hit.timestamp_ms))),
+                MAX_TIMESTAMP => Ok(log
+                    .max_timestamp()
+                    .map(|hit| (hit.offset.0, hit.timestamp_ms))),
                 timestamp => log
                     .offset_for_timestamp(timestamp)
                     .await

@@ -20,7 +20,9 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     // Before v4 there is no flag: Kafka auto-creates on request.
     let client_allows = version < 4 || request.allow_auto_topic_creation;
     let auto_create = client_allows && shard.config.auto_create_topics;
-    let topics = match request.topics {
+    // In v0 an empty list, and from v1 a null one, means every topic.
+    let requested = request.topics.filter(|t| version > 0 || !t.is_empty());
+    let topics = match requested {
         None => shard
             .cluster()
             .topics()
@@ -77,7 +79,10 @@ async fn named_topic(shard: &Rc<Shard>, name: String, auto_create: bool) -> Meta
         assignment: None,
         validate_only: false,
     };
-    match shard.change_metadata(ControlRequest::CreateTopic(spec)).await {
+    match shard
+        .change_metadata(ControlRequest::CreateTopic(spec))
+        .await
+    {
         Ok(_) => {}
         // Another client created it first: fine, describe it.
         Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => {}

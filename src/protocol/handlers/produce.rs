@@ -47,7 +47,13 @@ pub fn start(
         let mut staged = Vec::with_capacity(topic.partition_data.len());
         for partition in topic.partition_data {
             let result = if valid_acks {
-                stage(shard, &name, partition.index, partition.records.as_ref(), now)
+                stage(
+                    shard,
+                    &name,
+                    partition.index,
+                    partition.records.as_ref(),
+                    now,
+                )
             } else {
                 Err((ResponseError::InvalidRequiredAcks, None))
             };
