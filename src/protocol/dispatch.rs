@@ -31,7 +31,7 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
     let shard = shard.clone();
     match body {
         RequestKind::Produce(request) => {
-            let pending = handlers::produce::start(&shard, request);
+            let pending = handlers::produce::start(&shard, request, version);
             Box::pin(async move {
                 match pending.await {
                     Some(response) => respond(ResponseKind::Produce(response)),
@@ -41,12 +41,12 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
         }
         RequestKind::Fetch(request) => Box::pin(async move {
             respond(ResponseKind::Fetch(
-                handlers::fetch::handle(&shard, request).await,
+                handlers::fetch::handle(&shard, request, version).await,
             ))
         }),
         RequestKind::ListOffsets(request) => Box::pin(async move {
             respond(ResponseKind::ListOffsets(
-                handlers::list_offsets::handle(&shard, request).await,
+                handlers::list_offsets::handle(&shard, request, version).await,
             ))
         }),
         RequestKind::Metadata(request) => Box::pin(async move {

@@ -57,12 +57,17 @@ pub async fn handle(
             .await
         {
             Ok(topic_id) => {
-                let result = result
-                    .with_topic_id(uuid::Uuid::from_u128(topic_id))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1);
+                // topic_id exists from v7; partitions, replication and configs from v5.
+                let result = if version >= 7 {
+                    result.with_topic_id(uuid::Uuid::from_u128(topic_id))
+                } else {
+                    result
+                };
                 let result = if version >= 5 {
-                    result.with_configs(Some(config_entries(shard, &configs)))
+                    result
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(config_entries(shard, &configs)))
                 } else {
                     result
                 };

@@ -58,10 +58,12 @@ pub async fn handle(
             .change_metadata(ControlRequest::DeleteTopic { name: name.clone() })
             .await
         {
-            Ok(id) => result.with_topic_id(uuid::Uuid::from_u128(id)),
+            // topic_id exists from v6, error_message from v5.
+            Ok(id) if version >= 6 => result.with_topic_id(uuid::Uuid::from_u128(id)),
+            Ok(_) => result,
             Err(e) => result
                 .with_error_code(e.code)
-                .with_error_message(Some(str_bytes(e.message))),
+                .with_error_message((version >= 5).then(|| str_bytes(e.message))),
         };
         responses.push(result);
     }

@@ -16,14 +16,14 @@ use super::{check_leader_epoch, lookup_error_code, storage_error_code};
 use crate::shard::{PartitionLookup, Shard};
 use crate::types::Offset;
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> FetchResponse {
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     loop {
         // Register interest before reading, so a flush that lands while we
         // read still wakes us.
         let flushed = shard.commit.round_done().notified();
-        let (response, bytes, any_error) = read_once(shard, &request).await;
+        let (response, bytes, any_error) = read_once(shard, &request, version).await;
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || any_error || now >= deadline || shard.is_shutting_down() {
             return response;
@@ -38,7 +38,13 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> FetchResponse {
 }
 
 /// One pass over every requested partition.
-async fn read_once(shard: &Rc<Shard>, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+async fn read_once(
+    shard: &Rc<Shard>,
+    request: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize, bool) {
+    // log_start_offset exists from v5.
+    let log_start = |offset: Offset| if version >= 5 { offset.0 } else { -1 };
     let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut total_bytes = 0usize;
     let mut any_error = false;
@@ -69,7 +75,7 @@ async fn read_once(shard: &Rc<Shard>, request: &FetchRequest) -> (FetchResponse,
             let response = response
                 .with_high_watermark(high_watermark.0)
                 .with_last_stable_offset(high_watermark.0)
-                .with_log_start_offset(log.log_start_offset().0)
+                .with_log_start_offset(log_start(log.log_start_offset()))
                 .with_aborted_transactions(Some(Vec::new()));
             if budget == 0 {
                 partitions.push(response.with_records(Some(Bytes::new())));
@@ -84,7 +90,7 @@ async fn read_once(shard: &Rc<Shard>, request: &FetchRequest) -> (FetchResponse,
                         response
                             .with_high_watermark(outcome.high_watermark.0)
                             .with_last_stable_offset(outcome.high_watermark.0)
-                            .with_log_start_offset(outcome.log_start_offset.0)
+                            .with_log_start_offset(log_start(outcome.log_start_offset))
                             .with_records(Some(records)),
                     );
                 }

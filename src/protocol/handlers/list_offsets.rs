@@ -15,7 +15,13 @@ const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    // leader_epoch exists from v4.
+    let leader_epoch = if version >= 4 { LEADER_EPOCH } else { -1 };
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -51,7 +57,7 @@ pub async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffse
                 Ok(Some((offset, timestamp))) => response
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(LEADER_EPOCH),
+                    .with_leader_epoch(leader_epoch),
                 Ok(None) => response,
                 Err(error) => response.with_error_code(storage_error_code(&error).code()),
             };

@@ -26,14 +26,16 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         None => shard
             .cluster()
             .topics()
-            .map(topic_response)
+            .map(|t| topic_response(t, version))
             .collect::<Vec<_>>(),
         Some(requested) => {
             let mut topics = Vec::with_capacity(requested.len());
             for entry in requested {
                 let response = match entry.name {
-                    Some(name) => named_topic(shard, name.0.to_string(), auto_create).await,
-                    None => by_id(shard, entry.topic_id.as_u128()),
+                    Some(name) => {
+                        named_topic(shard, name.0.to_string(), auto_create, version).await
+                    }
+                    None => by_id(shard, entry.topic_id.as_u128(), version),
                 };
                 topics.push(response);
             }
@@ -48,16 +50,28 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                 .with_port(i32::from(shard.config.shard_port(index)))
         })
         .collect();
+    // cluster_id exists from v2, controller_id from v1.
+    let cluster_id = (version >= 2).then(|| str_bytes(shard.config.cluster_id.clone()));
+    let controller_id = if version >= 1 {
+        BrokerId(0)
+    } else {
+        BrokerId(-1)
+    };
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(str_bytes(shard.config.cluster_id.clone())))
-        .with_controller_id(BrokerId(0))
+        .with_cluster_id(cluster_id)
+        .with_controller_id(controller_id)
         .with_topics(topics)
 }
 
-async fn named_topic(shard: &Rc<Shard>, name: String, auto_create: bool) -> MetadataResponseTopic {
+async fn named_topic(
+    shard: &Rc<Shard>,
+    name: String,
+    auto_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
     if let Some(topic) = shard.cluster().topic(&name) {
-        return topic_response(topic);
+        return topic_response(topic, version);
     }
     let error = |code: ResponseError| {
         MetadataResponseTopic::default()
@@ -92,21 +106,28 @@ async fn named_topic(shard: &Rc<Shard>, name: String, auto_create: bool) -> Meta
         }
     }
     match shard.cluster().topic(&name) {
-        Some(topic) => topic_response(topic),
+        Some(topic) => topic_response(topic, version),
         None => error(ResponseError::LeaderNotAvailable),
     }
 }
 
-fn by_id(shard: &Shard, topic_id: u128) -> MetadataResponseTopic {
+fn by_id(shard: &Shard, topic_id: u128, version: i16) -> MetadataResponseTopic {
     match shard.cluster().topic_by_id(topic_id) {
-        Some(topic) => topic_response(topic),
+        Some(topic) => topic_response(topic, version),
         None => MetadataResponseTopic::default()
             .with_topic_id(uuid::Uuid::from_u128(topic_id))
             .with_error_code(ResponseError::UnknownTopicId.code()),
     }
 }
 
-fn topic_response(topic: &TopicInfo) -> MetadataResponseTopic {
+fn topic_response(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
+    // leader_epoch exists from v7, topic_id from v10.
+    let leader_epoch = if version >= 7 { LEADER_EPOCH } else { -1 };
+    let topic_id = if version >= 10 {
+        uuid::Uuid::from_u128(topic.topic_id)
+    } else {
+        uuid::Uuid::nil()
+    };
     let partitions = topic
         .partition_shards
         .iter()
@@ -116,13 +137,13 @@ fn topic_response(topic: &TopicInfo) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
                 .with_leader_id(node)
-                .with_leader_epoch(LEADER_EPOCH)
+                .with_leader_epoch(leader_epoch)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
-        .with_topic_id(uuid::Uuid::from_u128(topic.topic_id))
+        .with_topic_id(topic_id)
         .with_partitions(partitions)
 }

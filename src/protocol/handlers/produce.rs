@@ -37,6 +37,7 @@ struct Staged {
 pub fn start(
     shard: &Rc<Shard>,
     request: ProduceRequest,
+    version: i16,
 ) -> impl Future<Output = Option<ProduceResponse>> + 'static {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -70,7 +71,7 @@ pub fn start(
         for (name, staged) in topics {
             let mut partitions = Vec::with_capacity(staged.len());
             for Staged { index, result } in staged {
-                partitions.push(finish(&shard, index, result, acks).await);
+                partitions.push(finish(&shard, index, result, acks, version).await);
             }
             responses.push(
                 TopicProduceResponse::default()
@@ -123,7 +124,11 @@ async fn finish(
     index: i32,
     result: Result<Appended, Refused>,
     acks: i16,
+    version: i16,
 ) -> PartitionProduceResponse {
+    // log_start_offset exists from v5, error_message from v8.
+    let log_start = |offset: i64| if version >= 5 { offset } else { -1 };
+    let message = |m: Option<String>| if version >= 8 { m.map(str_bytes) } else { None };
     let response = PartitionProduceResponse::default()
         .with_index(index)
         .with_log_append_time_ms(-1);
@@ -141,17 +146,17 @@ async fn finish(
             match durable {
                 Ok(()) => response
                     .with_base_offset(base_offset.0)
-                    .with_log_start_offset(log.log_start_offset().0),
+                    .with_log_start_offset(log_start(log.log_start_offset().0)),
                 Err(error) => response
                     .with_base_offset(-1)
                     .with_error_code(ResponseError::KafkaStorageError.code())
-                    .with_error_message(Some(str_bytes(error))),
+                    .with_error_message(message(Some(error))),
             }
         }
-        Err((code, message)) => response
+        Err((code, message_text)) => response
             .with_base_offset(-1)
             .with_log_start_offset(-1)
             .with_error_code(code.code())
-            .with_error_message(message.map(str_bytes)),
+            .with_error_message(message(message_text)),
     }
 }
