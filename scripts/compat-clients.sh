@@ -10,6 +10,8 @@ trap stop_broker EXIT
 
 start_broker --default-partitions 4 || exit 1
 BOOT="127.0.0.1:$BROKER_PORT"
+# Debian's python3-kafka and python3-confluent-kafka live with the system Python.
+DEBIAN_PYTHON=/usr/bin/python3
 passed=0
 failed=0
 check() {
@@ -31,7 +33,7 @@ kcat_round_trip() {
 }
 
 kafka_python_round_trip() {
-    timeout 60 python3 - "$BOOT" <<'PY'
+    timeout 60 "$DEBIAN_PYTHON" - "$BOOT" <<'PY'
 import sys
 from kafka import KafkaProducer, KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -54,7 +56,7 @@ PY
 }
 
 confluent_kafka_old_librdkafka_round_trip() {
-    timeout 60 python3 - "$BOOT" <<'PY'
+    timeout 60 "$DEBIAN_PYTHON" - "$BOOT" <<'PY'
 import sys
 from confluent_kafka import Producer, Consumer, TopicPartition
 boot = sys.argv[1]
