@@ -290,7 +290,7 @@ impl PartitionLog {
             let jobs: Vec<FlushJob> = state
                 .segments
                 .values()
-                .filter(|s| s.size_bytes > s.durable_bytes)
+                .filter(|s| s.size_bytes > s.durable_bytes || (s.closed && !s.trimmed))
                 .map(|s| FlushJob {
                     base_offset: s.base_offset,
                     path: s.log_path.clone(),
@@ -335,6 +335,7 @@ impl PartitionLog {
             for job in &jobs {
                 if let Some(segment) = state.segments.get_mut(&job.base_offset) {
                     segment.flushed(job.end);
+                    segment.trimmed |= job.closed;
                 }
             }
             state.high_watermark = state.high_watermark.max(target);

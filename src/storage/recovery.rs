@@ -93,6 +93,7 @@ async fn open_segment(
             segment.durable_bytes = file_size;
             segment.next_offset = next_base;
             segment.closed = true;
+            segment.trimmed = true;
             segment.indexes_written = true;
             return Ok(segment);
         }
@@ -142,6 +143,7 @@ async fn open_segment(
     segment.next_offset = expected;
     if let Some(next_base) = next_base {
         segment.closed = true;
+        segment.trimmed = true;
         segment.seal_time_index();
         segment.next_offset = next_base;
     } else {

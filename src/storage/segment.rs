@@ -65,6 +65,9 @@ pub struct Segment {
     pub closed: bool,
     /// The `.index`/`.timeindex` files match the segment.
     pub indexes_written: bool,
+    /// A closed segment's file has been cut to its logical size (no zero
+    /// padding after the last batch).
+    pub trimmed: bool,
 }
 
 impl Segment {
@@ -84,6 +87,7 @@ impl Segment {
             staged: Vec::new(),
             closed: false,
             indexes_written: false,
+            trimmed: false,
         }
     }
 
