@@ -144,14 +144,14 @@ mod tests {
                 FetchRequest::default()
                     .with_max_bytes(1 << 20)
                     .with_max_wait_ms(0)
-                    .with_topics(vec![
-                        FetchTopic::default().with_topic(t()).with_partitions(vec![
+                    .with_topics(vec![FetchTopic::default().with_topic(t()).with_partitions(
+                        vec![
                             FetchPartition::default().with_partition_max_bytes(1 << 20),
                             FetchPartition::default()
                                 .with_fetch_offset(1_000_000)
                                 .with_partition_max_bytes(10),
-                        ]),
-                    ]),
+                        ],
+                    )]),
             ),
             ApiKey::ListOffsets => {
                 RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![

@@ -164,6 +164,9 @@ impl PartitionLog {
         config: LogConfig,
         cache: Rc<CacheBudget>,
     ) -> Result<PartitionLog, StorageError> {
+        if let Some(parent) = dir.parent() {
+            probe_polled_io(parent).await?;
+        }
         let segments = recovery::recover(&dir).await?;
         let log_start = segments.keys().next().copied().unwrap_or_default();
         let next_offset = segments
@@ -624,6 +627,56 @@ fn first_record_at_or_after(
                 timestamp_ms: timestamp,
             })
         })
+}
+
+thread_local! {
+    static POLLED_IO_PROBED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// glommio decides, once per thread and device, whether reads may use the
+/// polled io_uring ring, by reading the first block of the first DMA file it
+/// opens there. If that file is empty the read "succeeds" at end of file and
+/// glommio wrongly enables polled reads, which then fail with EOPNOTSUPP on
+/// devices without polling. So before any segment is opened, let it probe a
+/// file that has a block of data.
+async fn probe_polled_io(dir: &Path) -> Result<(), StorageError> {
+    if POLLED_IO_PROBED.with(Cell::get) {
+        return Ok(());
+    }
+    let path = dir.join(
+        format!(".tidelog-io-probe-{:?}", std::thread::current().id()).replace(['(', ')'], ""),
+    );
+    // Written and synced, so the block is allocated on the device: a read
+    // of a hole or of cached pages would not reach the device's queue.
+    std::fs::File::create(&path)
+        .and_then(|mut file| {
+            use std::io::Write;
+            use std::os::fd::AsRawFd;
+            file.write_all(&[0x5a; segment::BLOCK_BYTES as usize])?;
+            file.sync_all()?;
+            // Drop the cached pages too, so the probe's direct read goes to
+            // the device rather than being answered from memory.
+            // SAFETY: fadvise on a descriptor we own; it only takes a hint.
+            let rc =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::from_raw_os_error(rc))
+            }
+        })
+        .map_err(StorageError::io("writing", &path))?;
+    let opened = DmaFile::open(&path)
+        .await
+        .map_err(StorageError::glommio("opening", &path));
+    let removed = std::fs::remove_file(&path).map_err(StorageError::io("removing", &path));
+    let file = opened?;
+    removed?;
+    file.close()
+        .await
+        .map_err(StorageError::glommio("closing", &path))?;
+    POLLED_IO_PROBED.with(|probed| probed.set(true));
+    Ok(())
 }
 
 async fn create_segment_file(path: &Path) -> Result<DmaFile, StorageError> {
