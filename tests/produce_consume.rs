@@ -17,7 +17,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 fn create_topic(broker: &Broker, name: &str, partitions: i32) {
     let admin = broker.admin();
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = block_on(admin.create_topics([&topic], &AdminOptions::new())).expect("create_topics");
+    let results =
+        block_on(admin.create_topics([&topic], &AdminOptions::new())).expect("create_topics");
     for result in results {
         result.expect("topic created");
     }
@@ -33,15 +34,24 @@ fn keys_values_headers_and_timestamps_round_trip() {
         let key = format!("key-{i}");
         let value = format!("value-{i}").repeat((i % 7 + 1) as usize);
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "index", value: Some(&i.to_string()) })
-            .insert(Header { key: "empty", value: None::<&[u8]> });
+            .insert(Header {
+                key: "index",
+                value: Some(&i.to_string()),
+            })
+            .insert(Header {
+                key: "empty",
+                value: None::<&[u8]>,
+            });
         let record = FutureRecord::to("round-trip")
             .key(&key)
             .payload(&value)
             .timestamp(1_700_000_000_000 + i)
             .headers(headers);
         let delivery = block_on(producer.send(record, TIMEOUT)).expect("delivered");
-        delivered.insert((delivery.partition, delivery.offset), (key, value, 1_700_000_000_000 + i));
+        delivered.insert(
+            (delivery.partition, delivery.offset),
+            (key, value, 1_700_000_000_000 + i),
+        );
     }
     let consumer = broker.consumer(&[]);
     let records = consume_all(&consumer, "round-trip", 3, Offset::Beginning, TIMEOUT);
@@ -49,14 +59,22 @@ fn keys_values_headers_and_timestamps_round_trip() {
     for record in records {
         let (key, value, timestamp) = delivered
             .get(&(record.partition, record.offset))
-            .unwrap_or_else(|| panic!("unexpected record at {}:{}", record.partition, record.offset));
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected record at {}:{}",
+                    record.partition, record.offset
+                )
+            });
         assert_eq!(record.key.as_deref(), Some(key.as_bytes()));
         assert_eq!(record.value.as_deref(), Some(value.as_bytes()));
         assert_eq!(record.timestamp, Some(*timestamp));
         let index = key.trim_start_matches("key-").as_bytes().to_vec();
         assert_eq!(
             record.headers,
-            vec![("index".to_string(), Some(index)), ("empty".to_string(), None)]
+            vec![
+                ("index".to_string(), Some(index)),
+                ("empty".to_string(), None)
+            ]
         );
     }
 }
@@ -72,7 +90,10 @@ fn every_codec_round_trips() {
             .map(|i| {
                 let value = format!("{codec} record {i} {}", "x".repeat(i % 50));
                 let record = FutureRecord::to(&topic).key("k").payload(&value);
-                producer.send_result(record).map_err(|(e, _)| e).expect("queued")
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queued")
             })
             .collect();
         for future in futures {
@@ -81,7 +102,10 @@ fn every_codec_round_trips() {
         let consumer = broker.consumer(&[]);
         let records = consume_all(&consumer, &topic, 2, Offset::Beginning, TIMEOUT);
         assert_eq!(records.len(), 500, "{codec}");
-        let mut values: Vec<_> = records.iter().map(|r| r.value.clone().unwrap_or_default()).collect();
+        let mut values: Vec<_> = records
+            .iter()
+            .map(|r| r.value.clone().unwrap_or_default())
+            .collect();
         values.sort();
         let mut expected: Vec<_> = (0..500)
             .map(|i| format!("{codec} record {i} {}", "x".repeat(i % 50)).into_bytes())
@@ -104,7 +128,11 @@ fn per_key_order_over_twelve_partitions_on_two_shards() {
         .iter()
         .map(|p| p.leader())
         .collect();
-    assert_eq!(leaders.into_iter().collect::<Vec<_>>(), vec![0, 1], "partitions spread on both shards");
+    assert_eq!(
+        leaders.into_iter().collect::<Vec<_>>(),
+        vec![0, 1],
+        "partitions spread on both shards"
+    );
 
     let producer = broker.producer(&[("linger.ms", "5")]);
     let futures: Vec<_> = (0..10_000)
@@ -112,7 +140,10 @@ fn per_key_order_over_twelve_partitions_on_two_shards() {
             let key = format!("key-{}", i % 100);
             let value = format!("{i}");
             let record = FutureRecord::to("ordered").key(&key).payload(&value);
-            producer.send_result(record).map_err(|(e, _)| e).expect("queued")
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued")
         })
         .collect();
     for future in futures {
@@ -131,7 +162,9 @@ fn per_key_order_over_twelve_partitions_on_two_shards() {
             .expect("utf8")
             .parse()
             .expect("number");
-        if let Some((partition, previous)) = last_per_key.insert(key.clone(), (record.partition, seq)) {
+        if let Some((partition, previous)) =
+            last_per_key.insert(key.clone(), (record.partition, seq))
+        {
             assert_eq!(partition, record.partition, "a key stays on one partition");
             assert!(seq > previous, "key {key:?}: {seq} after {previous}");
         }

@@ -81,7 +81,9 @@ impl Broker {
     }
 
     pub fn stderr_path(&self) -> PathBuf {
-        self.log_dir.path().join(format!("stderr-{}.log", self.starts))
+        self.log_dir
+            .path()
+            .join(format!("stderr-{}.log", self.starts))
     }
 
     pub fn logs(&self) -> String {
@@ -90,7 +92,12 @@ impl Broker {
 
     fn launch(&mut self) {
         self.starts += 1;
-        let stdout = File::create(self.log_dir.path().join(format!("stdout-{}.log", self.starts))).expect("stdout file");
+        let stdout = File::create(
+            self.log_dir
+                .path()
+                .join(format!("stdout-{}.log", self.starts)),
+        )
+        .expect("stdout file");
         let stderr = File::create(self.stderr_path()).expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_tidelog"))
             .arg("serve")
@@ -116,11 +123,16 @@ impl Broker {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("tidelog exited during start-up ({status}):\n{}", self.logs());
+                panic!(
+                    "tidelog exited during start-up ({status}):\n{}",
+                    self.logs()
+                );
             }
             let all_up = (0..self.cores).all(|i| {
                 TcpStream::connect_timeout(
-                    &format!("127.0.0.1:{}", self.port + i as u16).parse().expect("addr"),
+                    &format!("127.0.0.1:{}", self.port + i as u16)
+                        .parse()
+                        .expect("addr"),
                     Duration::from_millis(200),
                 )
                 .is_ok()
@@ -128,7 +140,11 @@ impl Broker {
             if all_up {
                 return;
             }
-            assert!(Instant::now() < deadline, "tidelog not ready in time:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "tidelog not ready in time:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -149,7 +165,10 @@ impl Broker {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("tidelog did not stop within 30 s of SIGTERM:\n{}", self.logs());
+                panic!(
+                    "tidelog did not stop within 30 s of SIGTERM:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -240,7 +259,9 @@ pub fn consume_all(
 
     let mut assignment = rdkafka::TopicPartitionList::new();
     for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, start).expect("assignment");
+        assignment
+            .add_partition_offset(topic, p, start)
+            .expect("assignment");
     }
     consumer.assign(&assignment).expect("assign");
     let mut at_end = std::collections::HashSet::new();
