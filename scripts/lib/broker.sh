@@ -19,7 +19,8 @@ free_port_range() {
 import random, socket, sys
 count = int(sys.argv[1])
 for _ in range(200):
-    base = random.randint(20000, 60000 - count)
+    # Below the ephemeral range (32768+), where client sockets get ports.
+    base = random.randint(20000, 32000 - count)
     socks = []
     try:
         for p in range(base, base + count):

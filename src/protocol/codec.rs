@@ -87,8 +87,15 @@ pub fn parse(mut frame: Bytes) -> Result<Parsed, ProtocolError> {
         .map_err(|e| malformed(format!("header: {e}")))?;
     let body =
         RequestKind::decode(api, &mut frame, version).map_err(|e| malformed(e.to_string()))?;
-    if frame.has_remaining() && api != ApiKey::ApiVersions {
-        return Err(malformed(format!("{} trailing bytes", frame.remaining())));
+    // Like Kafka, ignore bytes after a complete request: librdkafka's
+    // Metadata v12 (all topics) carries three of them.
+    if frame.has_remaining() {
+        tracing::debug!(
+            ?api,
+            version,
+            trailing_bytes = frame.remaining(),
+            "ignoring trailing request bytes"
+        );
     }
     Ok(Parsed::Request(Box::new(Request {
         api,
@@ -188,12 +195,19 @@ mod tests {
                 "unsupported version",
                 frame(ApiKey::Produce, 2, &MetadataRequest::default()),
             ),
-            ("trailing bytes", trailing.freeze()),
             ("truncated", truncated),
         ];
         for (name, bytes) in cases {
             assert!(parse(bytes).is_err(), "{name} should be rejected");
         }
+    }
+
+    #[test]
+    fn trailing_bytes_after_a_whole_request_are_ignored() {
+        let mut trailing =
+            BytesMut::from(&frame(ApiKey::Metadata, 12, &MetadataRequest::default())[..]);
+        trailing.put_slice(&[0, 0, 0]);
+        assert!(matches!(parse(trailing.freeze()), Ok(Parsed::Request(_))));
     }
 
     #[test]

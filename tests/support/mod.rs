@@ -29,18 +29,28 @@ pub struct Broker {
     starts: usize,
 }
 
-/// A base port P with P..P+count all free on 127.0.0.1.
+/// A base port P with P..P+count all free on 127.0.0.1, chosen below the
+/// kernel's ephemeral range (32768+): client sockets take their local ports
+/// from that range, and one could hold a broker port across a restart (or
+/// connect to itself and look like a listening broker).
 pub fn free_ports(count: usize) -> u16 {
-    for _ in 0..200 {
-        let first = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let base = first.local_addr().expect("addr").port();
-        if usize::from(base) + count > 65_000 {
-            continue;
-        }
-        let rest: Vec<_> = (1..count)
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..500 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let base = 20_000 + (state % 12_000) as u16;
+        let bound: Vec<_> = (0..count)
             .map(|i| TcpListener::bind(("127.0.0.1", base + i as u16)))
             .collect();
-        if rest.iter().all(Result::is_ok) {
+        if bound.iter().all(Result::is_ok) {
             return base;
         }
     }
