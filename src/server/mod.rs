@@ -120,16 +120,33 @@ pub fn run(config: BrokerConfig) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// How long a port that is in use may take to come free: after a SIGKILL
+/// the kernel tears the old process's io_uring down asynchronously, and its
+/// in-flight accept keeps the old listening socket alive for a moment.
+const PORT_IN_USE_GRACE: Duration = Duration::from_secs(3);
+
 fn bind_listeners(config: &BrokerConfig) -> Result<Vec<RawFd>, StartupError> {
     (0..config.shard_count)
         .map(|index| {
             let addr = config.listen_addr(index);
-            StdTcpListener::bind(addr)
-                .map(IntoRawFd::into_raw_fd)
-                .map_err(|e| StartupError::Listen {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })
+            let deadline = std::time::Instant::now() + PORT_IN_USE_GRACE;
+            loop {
+                match StdTcpListener::bind(addr) {
+                    Ok(listener) => return Ok(listener.into_raw_fd()),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrInUse
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => {
+                        return Err(StartupError::Listen {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
         })
         .collect()
 }
