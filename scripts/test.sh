@@ -16,5 +16,8 @@ else
     cargo test --workspace --no-fail-fast
 fi
 
+# The compatibility scripts use the broker binary the tests just built.
+cargo build --quiet --bin tidelog
+export TIDELOG_BIN="$(pwd)/target/debug/tidelog"
 bash scripts/compat-librdkafka.sh
 bash scripts/compat-clients.sh
