@@ -87,5 +87,5 @@ check kcat-round-trip kcat_round_trip
 check kafka-python-round-trip kafka_python_round_trip
 check confluent-kafka-librdkafka-2.0.2-round-trip confluent_kafka_old_librdkafka_round_trip
 
-echo "$passed passed, $failed failed"
+echo "clients-compat: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

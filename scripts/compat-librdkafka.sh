@@ -105,5 +105,5 @@ for test in $(allowed_tests "$@"); do
     fi
 done
 
-echo "librdkafka compatibility: $passed passed, $failed failed"
+echo "librdkafka-compat: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -2,7 +2,8 @@
 # The whole test suite, as a user and CI run it:
 #   1. unit and end-to-end tests (cargo nextest; the e2e tests start the real
 #      tidelog binary and talk to it through librdkafka, built from source),
-#   2. librdkafka's own conformance tests against a running tidelog.
+#   2. librdkafka's own conformance tests against a running tidelog,
+#   3. old and other clients (Debian's kcat, confluent-kafka, kafka-python).
 # Needs: Rust (cargo), gcc, make, and root or sudo for the Debian packages the
 # compatibility step builds against (scripts/install-deps.sh).
 set -euo pipefail
