@@ -12,8 +12,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
-use super::{check_leader_epoch, lookup_error_code, storage_error_code};
-use crate::shard::{PartitionLookup, Shard};
+use super::{serving_log, storage_error_code};
+use crate::shard::Shard;
 use crate::types::Offset;
 
 pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
@@ -58,16 +58,18 @@ async fn read_once(
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
-            let lookup = shard.partition(&name, partition.partition);
-            let error = lookup_error_code(&lookup)
-                .or_else(|| check_leader_epoch(partition.current_leader_epoch));
-            if let Some(code) = error {
-                any_error = true;
-                partitions.push(response.with_error_code(code.code()));
-                continue;
-            }
-            let PartitionLookup::Local(log) = lookup else {
-                continue;
+            let log = match serving_log(
+                shard,
+                &name,
+                partition.partition,
+                partition.current_leader_epoch,
+            ) {
+                Ok(log) => log,
+                Err(code) => {
+                    any_error = true;
+                    partitions.push(response.with_error_code(code.code()));
+                    continue;
+                }
             };
             let partition_max = usize::try_from(partition.partition_max_bytes).unwrap_or(0);
             let budget = partition_max.min(remaining);

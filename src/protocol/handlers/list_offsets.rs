@@ -8,8 +8,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{LEADER_EPOCH, check_leader_epoch, lookup_error_code, storage_error_code};
-use crate::shard::{PartitionLookup, Shard};
+use super::{LEADER_EPOCH, serving_log, storage_error_code};
+use crate::shard::Shard;
 
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
@@ -32,15 +32,17 @@ pub async fn handle(
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(-1);
-            let lookup = shard.partition(&name, partition.partition_index);
-            let error = lookup_error_code(&lookup)
-                .or_else(|| check_leader_epoch(partition.current_leader_epoch));
-            if let Some(code) = error {
-                partitions.push(response.with_error_code(code.code()));
-                continue;
-            }
-            let PartitionLookup::Local(log) = lookup else {
-                continue;
+            let log = match serving_log(
+                shard,
+                &name,
+                partition.partition_index,
+                partition.current_leader_epoch,
+            ) {
+                Ok(log) => log,
+                Err(code) => {
+                    partitions.push(response.with_error_code(code.code()));
+                    continue;
+                }
             };
             let found = match partition.timestamp {
                 EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset().0, -1))),

@@ -15,8 +15,10 @@ pub mod produce;
 use kafka_protocol::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 
-use crate::shard::PartitionLookup;
-use crate::storage::StorageError;
+use std::rc::Rc;
+
+use crate::shard::{PartitionLookup, Shard};
+use crate::storage::{PartitionLog, StorageError};
 
 /// The one leader epoch a single-node partition has.
 pub const LEADER_EPOCH: i32 = 0;
@@ -32,12 +34,22 @@ pub fn storage_error_code(error: &StorageError) -> ResponseError {
     }
 }
 
-/// The error code for a partition this shard does not serve.
-pub fn lookup_error_code(lookup: &PartitionLookup) -> Option<ResponseError> {
-    match lookup {
-        PartitionLookup::Local(_) => None,
-        PartitionLookup::NotLeader => Some(ResponseError::NotLeaderOrFollower),
-        PartitionLookup::UnknownTopicOrPartition => Some(ResponseError::UnknownTopicOrPartition),
+/// The log of a partition this shard serves, or the error code that says
+/// why not (unknown, led by another shard, or a client's leader epoch that
+/// is not ours; -1 skips the epoch check).
+pub fn serving_log(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Rc<PartitionLog>, ResponseError> {
+    match shard.partition(topic, partition) {
+        PartitionLookup::Local(log) => match check_leader_epoch(current_leader_epoch) {
+            Some(code) => Err(code),
+            None => Ok(log),
+        },
+        PartitionLookup::NotLeader => Err(ResponseError::NotLeaderOrFollower),
+        PartitionLookup::UnknownTopicOrPartition => Err(ResponseError::UnknownTopicOrPartition),
     }
 }
 

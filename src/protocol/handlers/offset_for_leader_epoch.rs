@@ -9,8 +9,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{LEADER_EPOCH, check_leader_epoch, lookup_error_code};
-use crate::shard::{PartitionLookup, Shard};
+use super::{LEADER_EPOCH, serving_log};
+use crate::shard::Shard;
 
 pub fn handle(
     shard: &Rc<Shard>,
@@ -29,14 +29,14 @@ pub fn handle(
                         .with_partition(partition.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let lookup = shard.partition(&name, partition.partition);
-                    let error = lookup_error_code(&lookup)
-                        .or_else(|| check_leader_epoch(partition.current_leader_epoch));
-                    if let Some(code) = error {
-                        return response.with_error_code(code.code());
-                    }
-                    let PartitionLookup::Local(log) = lookup else {
-                        return response;
+                    let log = match serving_log(
+                        shard,
+                        &name,
+                        partition.partition,
+                        partition.current_leader_epoch,
+                    ) {
+                        Ok(log) => log,
+                        Err(code) => return response.with_error_code(code.code()),
                     };
                     if partition.leader_epoch > LEADER_EPOCH {
                         return response;

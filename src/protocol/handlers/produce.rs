@@ -10,8 +10,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{lookup_error_code, storage_error_code, str_bytes};
-use crate::shard::{PartitionLookup, Shard};
+use super::{serving_log, storage_error_code, str_bytes};
+use crate::shard::Shard;
 use crate::storage::PartitionLog;
 use crate::types::{Offset, now_ms};
 
@@ -90,13 +90,7 @@ fn stage(
     records: Option<&bytes::Bytes>,
     now: i64,
 ) -> Result<Appended, Refused> {
-    let lookup = shard.partition(topic, partition);
-    if let Some(code) = lookup_error_code(&lookup) {
-        return Err((code, None));
-    }
-    let PartitionLookup::Local(log) = lookup else {
-        return Err((ResponseError::UnknownTopicOrPartition, None));
-    };
+    let log = serving_log(shard, topic, partition, -1).map_err(|code| (code, None))?;
     let Some(records) = records else {
         return Err((
             ResponseError::InvalidRecord,
