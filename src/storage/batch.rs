@@ -226,9 +226,9 @@ pub fn record_deltas(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     Some(deltas)
 }
 
-/// Test support: encodes a valid uncompressed v2 batch of `values`, each a
-/// record with that value and no key or headers.
-#[cfg(test)]
+/// Encodes a valid uncompressed v2 batch of `values`, each a record with
+/// that value and no key or headers (for tests and benchmarks; a producer's
+/// batches come from its client).
 pub fn encode_test_batch(values: &[&[u8]], base_timestamp: i64) -> Bytes {
     fn put_varint(buf: &mut BytesMut, value: i64) {
         let mut v = ((value << 1) ^ (value >> 63)) as u64;
