@@ -29,7 +29,9 @@ fn offset_assignment(c: &mut Criterion) {
     let batch = encode_test_batch(&values, 1_700_000_000_000);
     let mut group = c.benchmark_group("assign");
     group.throughput(Throughput::Bytes(batch.len() as u64));
-    group.bench_function("16x1KiB", |b| b.iter(|| assign(black_box(&batch), Offset(123_456), 0)));
+    group.bench_function("16x1KiB", |b| {
+        b.iter(|| assign(black_box(&batch), Offset(123_456), 0))
+    });
     group.finish();
 }
 
@@ -37,7 +39,10 @@ fn index_lookup(c: &mut Criterion) {
     // A million entries: a 2 GiB segment indexed every 2 KiB.
     let mut index = OffsetIndex::default();
     for entry in 0..1_000_000u32 {
-        index.append(RelativeOffset(entry * 4 + 3), FilePosition(u64::from(entry) * 2048 + 1));
+        index.append(
+            RelativeOffset(entry * 4 + 3),
+            FilePosition(u64::from(entry) * 2048 + 1),
+        );
     }
     c.bench_function("offset_index_lookup/1M entries", |b| {
         let mut target = 0u32;

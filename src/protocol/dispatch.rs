@@ -11,12 +11,18 @@ use bytes::Bytes;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use super::codec::{ProtocolError, Request, encode_response};
+use super::fetch_encode;
 use super::handlers;
 use crate::shard::Shard;
 
+/// A response frame as slices, written in order (Fetch references record
+/// batches rather than copying them; other responses are one slice).
+pub type ResponseFrame = Vec<Bytes>;
+
 /// A response still being produced: `None` when the API sends none
 /// (Produce with acks=0).
-pub type PendingResponse = Pin<Box<dyn Future<Output = Result<Option<Bytes>, ProtocolError>>>>;
+pub type PendingResponse =
+    Pin<Box<dyn Future<Output = Result<Option<ResponseFrame>, ProtocolError>>>>;
 
 pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
     let Request {
@@ -26,8 +32,9 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
         body,
     } = request;
     let correlation_id = header.correlation_id;
-    let respond =
-        move |body: ResponseKind| encode_response(api, version, correlation_id, &body).map(Some);
+    let respond = move |body: ResponseKind| {
+        encode_response(api, version, correlation_id, &body).map(|frame| Some(vec![frame]))
+    };
     let shard = shard.clone();
     match body {
         RequestKind::Produce(request) => {
@@ -40,9 +47,8 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
             })
         }
         RequestKind::Fetch(request) => Box::pin(async move {
-            respond(ResponseKind::Fetch(
-                handlers::fetch::handle(&shard, request, version).await,
-            ))
+            let topics = handlers::fetch::handle(&shard, request).await;
+            Ok(Some(fetch_encode::encode(correlation_id, version, &topics)))
         }),
         RequestKind::ListOffsets(request) => Box::pin(async move {
             respond(ResponseKind::ListOffsets(
@@ -276,10 +282,11 @@ mod tests {
                             header,
                             body,
                         };
-                        let response = dispatch(&shard, parsed)
+                        let slices = dispatch(&shard, parsed)
                             .await
                             .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"))
                             .unwrap_or_else(|| panic!("{api:?} v{version}: no response"));
+                        let response: Bytes = slices.concat().into();
                         let mut frame = response.slice(4..);
                         let header_version = api.response_header_version(version);
                         let header = ResponseHeader::decode(&mut frame, header_version)

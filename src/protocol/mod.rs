@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod dispatch;
+pub mod fetch_encode;
 pub mod handlers;
 pub mod versions;
 

@@ -90,7 +90,7 @@ async fn read_requests(
             Parsed::Request(request) => dispatch(shard, *request),
             Parsed::ApiVersionsUnsupported { correlation_id } => {
                 let response = codec::api_versions_unsupported(correlation_id);
-                Box::pin(async move { response.map(Some) })
+                Box::pin(async move { response.map(|frame| Some(vec![frame])) })
             }
         };
         if responses.send(pending).await.is_err() {
@@ -117,21 +117,36 @@ async fn read_frame(
     Ok(Some(frame))
 }
 
+/// Below this size a multi-slice frame is gathered into one buffer: one
+/// small copy costs less than a write per slice.
+const GATHER_BYTES_MAX: usize = 64 * 1024;
+
+async fn write_frame(stream: &mut TcpStream, slices: &[bytes::Bytes]) -> std::io::Result<()> {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    if slices.len() > 1 && total <= GATHER_BYTES_MAX {
+        return stream.write_all(&slices.concat()).await;
+    }
+    for slice in slices {
+        stream.write_all(slice).await?;
+    }
+    Ok(())
+}
+
 async fn write_responses(
     mut stream: TcpStream,
     pending: LocalReceiver<PendingResponse>,
     peer: SocketAddr,
 ) {
     while let Some(response) = pending.recv().await {
-        let bytes = match response.await {
-            Ok(Some(bytes)) => bytes,
+        let slices = match response.await {
+            Ok(Some(slices)) => slices,
             Ok(None) => continue,
             Err(error) => {
                 warn!(%peer, %error, "closing connection");
                 break;
             }
         };
-        if let Err(error) = stream.write_all(&bytes).await {
+        if let Err(error) = write_frame(&mut stream, &slices).await {
             debug!(%peer, %error, "connection write failed");
             break;
         }
