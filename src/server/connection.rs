@@ -13,7 +13,7 @@ use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::config::MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION;
 use crate::protocol::codec::{self, Parsed, ProtocolError};
@@ -37,7 +37,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         Ok(writer) => {
             let (sender, receiver) =
                 local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
-            let writer_task = glommio::spawn_local(write_responses(writer, receiver, peer));
+            let writer_task =
+                glommio::spawn_local(write_responses(writer, receiver, peer).in_current_span());
             if let Err(error) = read_requests(&shard, stream, &sender).await {
                 match error {
                     ConnectionError::Protocol(e) => warn!(%peer, error = %e, "closing connection"),

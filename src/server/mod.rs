@@ -225,15 +225,18 @@ async fn shard_main(
     if let Some(mut receivers) = receivers {
         for (peer, receiver) in receivers.streams() {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
-                while let Some(envelope) = receiver.recv().await {
-                    handle_envelope(&shard, peer, envelope);
+            glommio::spawn_local(
+                async move {
+                    while let Some(envelope) = receiver.recv().await {
+                        handle_envelope(&shard, peer, envelope);
+                    }
                 }
-            })
+                .in_current_span(),
+            )
             .detach();
         }
     }
-    glommio::spawn_local(watch_stop_flag(shard.clone(), stop)).detach();
+    glommio::spawn_local(watch_stop_flag(shard.clone(), stop).in_current_span()).detach();
     let _ = ready.send(Ok(index));
 
     accept_loop(&shard, listener).await;
@@ -249,10 +252,13 @@ fn handle_envelope(shard: &Rc<Shard>, _peer: usize, envelope: Envelope) {
     match envelope {
         Envelope::Request { id, from, body } => {
             let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let reply = shard.handle_control(body).await;
-                shard.mesh.reply(from, id, reply).await;
-            })
+            glommio::spawn_local(
+                async move {
+                    let reply = shard.handle_control(body).await;
+                    shard.mesh.reply(from, id, reply).await;
+                }
+                .in_current_span(),
+            )
             .detach();
         }
         Envelope::Reply { id, body } => shard.mesh.complete(id, body),
@@ -293,7 +299,10 @@ async fn accept_loop(shard: &Rc<Shard>, listener: TcpListener) {
                     warn!(%peer, limit = MAX_CONNECTIONS_PER_SHARD, "too many connections; refusing");
                     continue;
                 }
-                glommio::spawn_local(connection::serve(shard.clone(), stream, peer)).detach();
+                glommio::spawn_local(
+                    connection::serve(shard.clone(), stream, peer).in_current_span(),
+                )
+                .detach();
             }
             Err(error) => {
                 warn!(%error, "accept failed");

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use tracing::Instrument;
+
 use super::notify::Notify;
 use crate::storage::{PartitionLog, StorageError};
 use crate::types::Offset;
@@ -36,7 +38,7 @@ impl GroupCommit {
         }
         if !self.flushing.get() {
             self.flushing.set(true);
-            glommio::spawn_local(self.clone().run()).detach();
+            glommio::spawn_local(self.clone().run().in_current_span()).detach();
         }
     }
 
@@ -98,7 +100,7 @@ async fn flush_all(logs: &[Rc<PartitionLog>]) -> Vec<Result<Offset, StorageError
         .iter()
         .map(|log| {
             let log = log.clone();
-            glommio::spawn_local(async move { log.flush().await })
+            glommio::spawn_local(async move { log.flush().await }.in_current_span())
         })
         .collect();
     let mut results = Vec::with_capacity(tasks.len());

@@ -104,7 +104,11 @@ async fn open_segment(
     let mut expected = base;
     let mut out_of_order = None;
     let (good_end, end) = segment::scan(&file, &path, 0, file_size, true, |position, header, _| {
-        if header.base_offset < expected.0 {
+        // Offsets only grow, and stay within a 4-byte relative offset of the
+        // segment base (the base offset is not covered by the CRC, so a
+        // damaged one is caught here).
+        let relative_last = header.last_offset() - base.0;
+        if header.base_offset < expected.0 || relative_last > i64::from(i32::MAX) {
             out_of_order = Some(Offset(header.base_offset));
             return Visit::Stop;
         }
