@@ -14,6 +14,9 @@ pub const MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION: usize = 128;
 /// Bytes of recently produced batches kept in memory per shard for fetches
 /// at the head of the log.
 pub const TAIL_CACHE_BYTES_PER_SHARD_DEFAULT: usize = 256 * 1024 * 1024;
+/// Bytes a shard may hold appended but not yet flushed; past this its
+/// connections stop reading requests until a flush round frees room.
+pub const STAGED_BYTES_PER_SHARD_MAX: usize = 256 * 1024 * 1024;
 /// Capacity of each cross-shard control channel.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Memory glommio reserves per shard for registered io_uring buffers.

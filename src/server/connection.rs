@@ -15,7 +15,7 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
-use crate::config::MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION;
+use crate::config::{MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, STAGED_BYTES_PER_SHARD_MAX};
 use crate::protocol::codec::{self, Parsed, ProtocolError};
 use crate::protocol::dispatch::{PendingResponse, dispatch};
 use crate::shard::Shard;
@@ -73,6 +73,15 @@ async fn read_requests(
 ) -> Result<(), ConnectionError> {
     let max = shard.config.socket_request_max_bytes;
     loop {
+        if shard.is_shutting_down() {
+            return Ok(());
+        }
+        // Back-pressure: a shard whose disk is behind stops reading.
+        future::or(
+            shard.commit.wait_for_room(STAGED_BYTES_PER_SHARD_MAX),
+            shard.shutdown.notified(),
+        )
+        .await;
         if shard.is_shutting_down() {
             return Ok(());
         }

@@ -25,11 +25,16 @@ pub struct GroupCommit {
     failures: RefCell<HashMap<PathBuf, String>>,
     /// Notified after every flush round: high watermarks may have moved.
     round_done: Notify,
+    /// Bytes appended on this shard and not yet flushed (approximately: a
+    /// round subtracts what was staged when it started).
+    staged_bytes: Cell<usize>,
 }
 
 impl GroupCommit {
-    /// Records that `log` has staged data, starting a flush if none runs.
-    pub fn mark_dirty(self: &Rc<Self>, log: &Rc<PartitionLog>) {
+    /// Records that `log` has `bytes` more staged data, starting a flush
+    /// if none runs.
+    pub fn mark_dirty(self: &Rc<Self>, log: &Rc<PartitionLog>, bytes: usize) {
+        self.staged_bytes.set(self.staged_bytes.get() + bytes);
         {
             let mut dirty = self.dirty.borrow_mut();
             if !dirty.iter().any(|l| Rc::ptr_eq(l, log)) {
@@ -48,7 +53,10 @@ impl GroupCommit {
             if logs.is_empty() {
                 break;
             }
+            let round_bytes = self.staged_bytes.get();
             let results = flush_all(&logs).await;
+            self.staged_bytes
+                .set(self.staged_bytes.get().saturating_sub(round_bytes));
             for (log, result) in logs.iter().zip(results) {
                 let key = log.dir().to_path_buf();
                 match result {
@@ -76,6 +84,18 @@ impl GroupCommit {
             if let Some(error) = self.failures.borrow().get(log.dir()) {
                 return Err(error.clone());
             }
+            self.round_done.notified().await;
+        }
+    }
+
+    pub fn staged_bytes(&self) -> usize {
+        self.staged_bytes.get()
+    }
+
+    /// Back-pressure: completes once no more than `limit` bytes are
+    /// waiting to be flushed on this shard.
+    pub async fn wait_for_room(&self, limit: usize) {
+        while self.staged_bytes.get() > limit {
             self.round_done.notified().await;
         }
     }
@@ -108,4 +128,54 @@ async fn flush_all(logs: &[Rc<PartitionLog>]) -> Vec<Result<Offset, StorageError
         results.push(task.await);
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::GroupCommit;
+    use crate::storage::batch::encode_test_batch;
+    use crate::storage::{CacheBudget, LogConfig, PartitionLog};
+    use crate::types::Offset;
+
+    #[test]
+    fn one_round_makes_every_dirty_log_durable_and_frees_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let cache = CacheBudget::new(1 << 20);
+                let mut logs = Vec::new();
+                for p in 0..3 {
+                    let log = PartitionLog::open(
+                        root.join(format!("t-{p}")),
+                        LogConfig::default(),
+                        cache.clone(),
+                    )
+                    .await
+                    .expect("open");
+                    logs.push(Rc::new(log));
+                }
+                let commit = Rc::new(GroupCommit::default());
+                let batch = encode_test_batch(&[b"a", b"b"], 1);
+                for log in &logs {
+                    log.append(&batch, 0).expect("append");
+                    commit.mark_dirty(log, batch.len());
+                }
+                assert_eq!(commit.staged_bytes(), 3 * batch.len());
+                for log in &logs {
+                    commit.wait_durable(log, Offset(2)).await.expect("durable");
+                }
+                commit.wait_for_room(0).await;
+                commit.drain().await;
+                assert_eq!(commit.staged_bytes(), 0);
+                for log in &logs {
+                    assert_eq!(log.high_watermark(), Offset(2));
+                }
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
 }

@@ -99,7 +99,7 @@ fn stage(
     };
     match log.append(records, now) {
         Ok(info) => {
-            shard.commit.mark_dirty(&log);
+            shard.commit.mark_dirty(&log, records.len());
             Ok(Appended {
                 log,
                 base_offset: info.base_offset,
