@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use super::StorageError;
 use super::batch::{self, BatchHeader};
@@ -152,9 +152,25 @@ struct FlushJob {
     path: PathBuf,
     file: Option<Rc<DmaFile>>,
     write_at: u64,
-    bytes: Vec<u8>,
+    /// The staged bytes, copied once into an aligned buffer and
+    /// zero-padded to a whole block; `None` when nothing is staged.
+    buffer: Option<DmaBuffer>,
     end: u64,
     closed: bool,
+}
+
+/// Copies a segment's staged chunks into one aligned, zero-padded buffer.
+fn staged_buffer(segment: &Segment) -> Option<DmaBuffer> {
+    let length = segment.staged_len();
+    if length == 0 {
+        return None;
+    }
+    let padded = segment::align_up(length as u64) as usize;
+    let mut buffer = glommio::allocate_dma_buffer(padded);
+    let target = buffer.as_bytes_mut();
+    segment.copy_staged(&mut target[..length]);
+    target[length..].fill(0);
+    Some(buffer)
 }
 
 impl PartitionLog {
@@ -299,7 +315,7 @@ impl PartitionLog {
                     path: s.log_path.clone(),
                     file: s.file.clone(),
                     write_at: s.staged_start,
-                    bytes: s.staged.clone(),
+                    buffer: staged_buffer(s),
                     end: s.size_bytes,
                     closed: s.closed,
                 })
@@ -307,7 +323,8 @@ impl PartitionLog {
             (jobs, state.next_offset)
         };
         let mut created = Vec::new();
-        for job in &jobs {
+        let mut jobs = jobs;
+        for job in &mut jobs {
             let file = match &job.file {
                 Some(file) => file.clone(),
                 None => {
@@ -317,7 +334,9 @@ impl PartitionLog {
                     file
                 }
             };
-            write_padded(&file, &job.path, job.write_at, &job.bytes).await?;
+            if let Some(buffer) = job.buffer.take() {
+                write_block_aligned(&file, &job.path, job.write_at, buffer).await?;
+            }
             if job.closed {
                 // A closed segment's file ends at its last batch, not padding.
                 file.truncate(job.end)
@@ -690,38 +709,30 @@ async fn create_segment_file(path: &Path) -> Result<DmaFile, StorageError> {
         .map_err(StorageError::glommio("creating", path))
 }
 
-/// Writes `bytes` at the aligned position `position`, zero-padding the
-/// last block.
-async fn write_padded(
+/// Writes an aligned, padded buffer at the aligned position `position`.
+async fn write_block_aligned(
     file: &DmaFile,
     path: &Path,
     position: u64,
-    bytes: &[u8],
+    buffer: DmaBuffer,
 ) -> Result<(), StorageError> {
     assert_eq!(
         position % segment::BLOCK_BYTES,
         0,
         "O_DIRECT writes start on a block"
     );
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    let padded = segment::align_up(bytes.len() as u64) as usize;
-    let mut buffer = file.alloc_dma_buffer(padded);
-    let target = buffer.as_bytes_mut();
-    target[..bytes.len()].copy_from_slice(bytes);
-    target[bytes.len()..].fill(0);
+    let length = buffer.len();
     let written = file
         .write_at(buffer, position)
         .await
         .map_err(StorageError::glommio("writing", path))?;
-    if written != padded {
+    if written != length {
         return Err(StorageError::Io {
             op: "writing (short write)",
             path: path.to_path_buf(),
             source: std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
-                format!("{written} of {padded} bytes"),
+                format!("{written} of {length} bytes"),
             ),
         });
     }

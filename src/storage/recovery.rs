@@ -159,7 +159,7 @@ async fn open_segment(
                 .read_at(segment.staged_start, partial)
                 .await
                 .map_err(StorageError::glommio("reading", &path))?;
-            segment.staged = read.to_vec();
+            segment.staged = vec![bytes::Bytes::copy_from_slice(&read)];
         }
     }
     Ok(segment)

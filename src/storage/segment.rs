@@ -2,17 +2,20 @@
 //! `base_offset`, its in-memory indexes, and the bytes appended to it that
 //! are not on disk yet.
 //!
-//! Write path: `stage` copies a batch into `staged` (the bytes from the
-//! last 4 KiB boundary at or before the durable end, up to the logical end);
-//! the log's flush writes `staged` at `staged_start` through O_DIRECT,
-//! padding the last partial block with zeros, then fdatasyncs. After a
-//! flush `staged` keeps only the last partial block, which the next flush
+//! Write path: `stage` keeps a reference to the batch's own `Bytes` (the
+//! buffer produce assigned offsets in, the same one the tail cache holds)
+//! in `staged`, the chunks from the last 4 KiB boundary at or before the
+//! durable end up to the logical end. The log's flush copies them once into
+//! an aligned DMA buffer, writes it at `staged_start` through O_DIRECT with
+//! the last partial block padded with zeros, then fdatasyncs. After a flush
+//! `staged` keeps only the last partial block, which the next flush
 //! rewrites with more data after it. So a file may end in zero padding,
 //! which recovery reads as "end of log".
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use glommio::io::DmaFile;
 
 use super::StorageError;
@@ -56,11 +59,11 @@ pub struct Segment {
     /// Largest batch max-timestamp and the last offset of that batch.
     pub max_timestamp: Option<(i64, Offset)>,
     bytes_since_index_entry: u64,
-    /// File position of `staged[0]`; a multiple of [`BLOCK_BYTES`].
+    /// File position of the first staged byte; a multiple of [`BLOCK_BYTES`].
     pub staged_start: u64,
-    /// Bytes from `staged_start` to `size_bytes` (the partial block already
-    /// on disk, then everything not yet durable).
-    pub staged: Vec<u8>,
+    /// Chunks covering `staged_start..size_bytes` in order: the partial
+    /// block already on disk, then every batch not yet durable.
+    pub staged: Vec<Bytes>,
     /// No more appends: a newer segment follows.
     pub closed: bool,
     /// The `.index`/`.timeindex` files match the segment.
@@ -127,12 +130,27 @@ impl Segment {
         self.next_offset = last.next();
     }
 
-    /// Appends a whole batch (offsets already assigned) to the staged bytes.
-    pub fn stage(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64) {
+    /// Appends a whole batch (offsets already assigned) to the staged
+    /// chunks, by reference.
+    pub fn stage(&mut self, batch: &Bytes, header: &BatchHeader, index_interval_bytes: u64) {
         let position = self.size_bytes;
         self.index_batch(header, position, index_interval_bytes);
-        self.staged.extend_from_slice(batch);
+        self.staged.push(batch.clone());
         self.size_bytes += batch.len() as u64;
+    }
+
+    /// Bytes staged (from `staged_start`).
+    pub fn staged_len(&self) -> usize {
+        self.staged.iter().map(Bytes::len).sum()
+    }
+
+    /// Copies the staged chunks into `target` (at least `staged_len` long).
+    pub fn copy_staged(&self, target: &mut [u8]) {
+        let mut at = 0;
+        for chunk in &self.staged {
+            target[at..at + chunk.len()].copy_from_slice(chunk);
+            at += chunk.len();
+        }
     }
 
     /// The final time index entry, made when the segment closes.
@@ -144,15 +162,25 @@ impl Segment {
     }
 
     /// After a flush made `[.., durable_end)` durable: keep only what the
-    /// next flush must (re)write.
+    /// next flush must (re)write, from the last block boundary on.
     pub fn flushed(&mut self, durable_end: u64) {
         self.durable_bytes = self.durable_bytes.max(durable_end);
         let keep_from = align_down(self.durable_bytes);
-        if keep_from > self.staged_start {
-            let drop_bytes = usize::try_from(keep_from - self.staged_start).unwrap_or(usize::MAX);
-            self.staged.drain(..drop_bytes.min(self.staged.len()));
-            self.staged_start = keep_from;
+        if keep_from <= self.staged_start {
+            return;
         }
+        let mut drop_bytes = usize::try_from(keep_from - self.staged_start).unwrap_or(usize::MAX);
+        let mut kept = Vec::with_capacity(self.staged.len());
+        for chunk in self.staged.drain(..) {
+            if drop_bytes >= chunk.len() {
+                drop_bytes -= chunk.len();
+            } else {
+                kept.push(chunk.slice(drop_bytes..));
+                drop_bytes = 0;
+            }
+        }
+        self.staged = kept;
+        self.staged_start = keep_from;
     }
 }
 
