@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
-use support::{Broker, block_on, consume_all};
+use support::{Broker, Outgoing, block_on, consume_all, produce_all};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -21,25 +21,15 @@ fn produce(
     values: impl Iterator<Item = (String, i64)>,
 ) -> Vec<(i32, i64)> {
     let producer = broker.producer(&[("linger.ms", "2")]);
-    let futures: Vec<_> = values
-        .map(|(value, timestamp)| {
-            let record = FutureRecord::to(topic)
-                .key("k")
-                .payload(&value)
-                .timestamp(timestamp);
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("queued")
-        })
-        .collect();
-    futures
-        .into_iter()
-        .map(|f| {
-            let delivery = block_on(f).expect("delivery").expect("delivered");
-            (delivery.partition, delivery.offset)
-        })
-        .collect()
+    produce_all(
+        &producer,
+        topic,
+        values.map(|(value, timestamp)| Outgoing {
+            key: "k".into(),
+            value,
+            timestamp: Some(timestamp),
+        }),
+    )
 }
 
 #[test]

@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use support::{Broker, block_on, consume_all};
+use support::{Broker, Outgoing, block_on, consume_all, produce_all};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -86,19 +86,15 @@ fn every_codec_round_trips() {
         let topic = format!("codec-{codec}");
         create_topic(&broker, &topic, 2);
         let producer = broker.producer(&[("compression.type", codec), ("linger.ms", "20")]);
-        let futures: Vec<_> = (0..500)
-            .map(|i| {
-                let value = format!("{codec} record {i} {}", "x".repeat(i % 50));
-                let record = FutureRecord::to(&topic).key("k").payload(&value);
-                producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .expect("queued")
-            })
-            .collect();
-        for future in futures {
-            block_on(future).expect("delivery").expect("delivered");
-        }
+        produce_all(
+            &producer,
+            &topic,
+            (0..500).map(|i| Outgoing {
+                key: "k".into(),
+                value: format!("{codec} record {i} {}", "x".repeat(i % 50)),
+                timestamp: None,
+            }),
+        );
         let consumer = broker.consumer(&[]);
         let records = consume_all(&consumer, &topic, 2, Offset::Beginning, TIMEOUT);
         assert_eq!(records.len(), 500, "{codec}");
@@ -135,20 +131,15 @@ fn per_key_order_over_twelve_partitions_on_two_shards() {
     );
 
     let producer = broker.producer(&[("linger.ms", "5")]);
-    let futures: Vec<_> = (0..10_000)
-        .map(|i| {
-            let key = format!("key-{}", i % 100);
-            let value = format!("{i}");
-            let record = FutureRecord::to("ordered").key(&key).payload(&value);
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .expect("queued")
-        })
-        .collect();
-    for future in futures {
-        block_on(future).expect("delivery").expect("delivered");
-    }
+    produce_all(
+        &producer,
+        "ordered",
+        (0..10_000).map(|i| Outgoing {
+            key: format!("key-{}", i % 100),
+            value: format!("{i}"),
+            timestamp: None,
+        }),
+    );
     let records = consume_all(&consumer, "ordered", 12, Offset::Beginning, TIMEOUT);
     assert_eq!(records.len(), 10_000);
     let mut sorted = records.clone();

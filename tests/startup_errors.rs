@@ -48,6 +48,15 @@ fn serve(args: &[&str], memlock_bytes: Option<u64>) -> Output {
     }
 }
 
+/// `serve` with one shard on a free port and `data_dir`.
+fn serve_one_shard(data_dir: &str, memlock_bytes: Option<u64>) -> Output {
+    let listen = format!("127.0.0.1:{}", free_ports(1));
+    serve(
+        &["--cores", "1", "--listen", &listen, "--data-dir", data_dir],
+        memlock_bytes,
+    )
+}
+
 fn one_line(output: &Output) -> String {
     assert!(!output.status.success(), "must exit non-zero");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
@@ -87,18 +96,7 @@ fn data_dir_unusable() {
     let file = scratch.path().join("a-file");
     std::fs::write(&file, b"not a directory").expect("file");
     let bad = file.join("data");
-    let listen = format!("127.0.0.1:{}", free_ports(1));
-    let output = serve(
-        &[
-            "--cores",
-            "1",
-            "--listen",
-            &listen,
-            "--data-dir",
-            bad.to_str().expect("utf8"),
-        ],
-        None,
-    );
+    let output = serve_one_shard(bad.to_str().expect("utf8"), None);
     let line = one_line(&output);
     assert!(line.contains("--data-dir"), "{line}");
 }
@@ -127,11 +125,7 @@ fn data_dir_in_use() {
         assert!(Instant::now() < deadline, "first broker did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let listen = format!("127.0.0.1:{}", free_ports(1));
-    let output = serve(
-        &["--cores", "1", "--listen", &listen, "--data-dir", &path],
-        None,
-    );
+    let output = serve_one_shard(&path, None);
     let _ = first.kill();
     let _ = first.wait();
     let line = one_line(&output);
@@ -144,18 +138,7 @@ fn data_dir_in_use() {
 #[test]
 fn memlock_too_low() {
     let data = scratch_dir();
-    let listen = format!("127.0.0.1:{}", free_ports(1));
-    let output = serve(
-        &[
-            "--cores",
-            "1",
-            "--listen",
-            &listen,
-            "--data-dir",
-            data.path().to_str().expect("utf8"),
-        ],
-        Some(64 * 1024),
-    );
+    let output = serve_one_shard(data.path().to_str().expect("utf8"), Some(64 * 1024));
     let line = one_line(&output);
     assert!(
         line.contains("memlock") && line.contains("ulimit -l"),

@@ -243,6 +243,44 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     futures_lite::future::block_on(future)
 }
 
+/// A record to produce: key, value and an optional create timestamp.
+pub struct Outgoing {
+    pub key: String,
+    pub value: String,
+    pub timestamp: Option<i64>,
+}
+
+/// Queues every record (pipelined), then waits for each delivery report;
+/// returns where each landed, `(partition, offset)`, in send order.
+pub fn produce_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = Outgoing>,
+) -> Vec<(i32, i64)> {
+    let futures: Vec<_> = records
+        .into_iter()
+        .map(|outgoing| {
+            let mut record = rdkafka::producer::FutureRecord::to(topic)
+                .key(&outgoing.key)
+                .payload(&outgoing.value);
+            if let Some(timestamp) = outgoing.timestamp {
+                record = record.timestamp(timestamp);
+            }
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("queued")
+        })
+        .collect();
+    futures
+        .into_iter()
+        .map(|future| {
+            let delivery = block_on(future).expect("delivery").expect("delivered");
+            (delivery.partition, delivery.offset)
+        })
+        .collect()
+}
+
 /// A consumed record, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
