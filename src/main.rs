@@ -126,14 +126,20 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     }
     let cpus = (0..shard_count).map(|i| online[i % online.len()]).collect();
     let advertised_host = args.advertise.unwrap_or_else(|| listen.ip().to_string());
-    let cluster_id = cluster_id(&args.data_dir)?;
+    // Absolute from here on: glommio opens files relative to no directory,
+    // so a relative path would fail at the first segment.
+    let data_dir = std::path::absolute(&args.data_dir).map_err(|e| StartupError::DataDir {
+        path: args.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let cluster_id = cluster_id(&data_dir)?;
     let log = LogConfig {
         segment_bytes: args.segment_bytes,
         max_message_bytes: args.max_message_bytes,
         ..LogConfig::default()
     };
     Ok(BrokerConfig {
-        data_dir: args.data_dir,
+        data_dir,
         cluster_id,
         shard_count,
         cpus,
