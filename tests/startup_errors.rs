@@ -1,14 +1,14 @@
 //! An unusable environment gets one line naming the fix and a non-zero
 //! exit, quickly; never a panic or a hang.
 
-mod support;
+mod common;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{free_ports, scratch_dir};
+use common::{free_ports, scratch_dir};
 
 fn serve(args: &[&str], memlock_bytes: Option<u64>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tidelog"));
@@ -59,6 +59,11 @@ fn serve_one_shard(data_dir: &str, memlock_bytes: Option<u64>) -> Output {
 
 fn one_line(output: &Output) -> String {
     assert!(!output.status.success(), "must exit non-zero");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !stdout.contains("tidelog ready"),
+        "a broker that failed to start must not announce itself: {stdout}"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one line, got: {stderr}");
@@ -157,4 +162,36 @@ fn bad_flags() {
         let line = one_line(&output);
         assert!(line.starts_with("tidelog:"), "{line}");
     }
+}
+
+#[test]
+fn a_later_shards_port_taken() {
+    // Shard 0's port is free, shard 1's is not: the whole broker refuses
+    // to start (it must not run with a shard missing), names that port,
+    // and lets shard 0's port go.
+    let port = free_ports(2);
+    let holder = TcpListener::bind(("127.0.0.1", port + 1)).expect("hold shard 1's port");
+    let data = scratch_dir();
+    let listen = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let output = serve(
+        &[
+            "--cores",
+            "2",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.path().to_str().expect("utf8"),
+        ],
+        None,
+    );
+    let line = one_line(&output);
+    assert!(line.contains(&(port + 1).to_string()), "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(holder);
+    TcpListener::bind(("127.0.0.1", port)).expect("shard 0's port is free again");
 }

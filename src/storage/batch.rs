@@ -226,6 +226,27 @@ pub fn record_deltas(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     Some(deltas)
 }
 
+/// The offset of the batch's record with the largest timestamp (the first
+/// such record), as ListOffsets' MAX_TIMESTAMP and the time index name it.
+/// Exact for uncompressed batches; a compressed batch is not decompressed,
+/// so its last offset stands for it.
+pub fn offset_of_max_timestamp(header: &BatchHeader, batch: &[u8]) -> i64 {
+    if header.is_compressed() {
+        return header.last_offset();
+    }
+    let Some(deltas) = record_deltas(batch) else {
+        return header.last_offset();
+    };
+    let mut best: Option<(i64, i64)> = None;
+    for (offset_delta, timestamp_delta) in deltas {
+        if best.is_none_or(|(_, t)| timestamp_delta > t) {
+            best = Some((offset_delta, timestamp_delta));
+        }
+    }
+    best.map(|(offset_delta, _)| header.base_offset + offset_delta)
+        .unwrap_or_else(|| header.last_offset())
+}
+
 /// Encodes a valid uncompressed v2 batch of `values`, each a record with
 /// that value and no key or headers (for tests and benchmarks; a producer's
 /// batches come from its client).

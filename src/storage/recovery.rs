@@ -103,19 +103,26 @@ async fn open_segment(
     let index_interval_bytes = super::log::LogConfig::default().index_interval_bytes;
     let mut expected = base;
     let mut out_of_order = None;
-    let (good_end, end) = segment::scan(&file, &path, 0, file_size, true, |position, header, _| {
-        // Offsets only grow, and stay within a 4-byte relative offset of the
-        // segment base (the base offset is not covered by the CRC, so a
-        // damaged one is caught here).
-        let relative_last = header.last_offset() - base.0;
-        if header.base_offset < expected.0 || relative_last > i64::from(i32::MAX) {
-            out_of_order = Some(Offset(header.base_offset));
-            return Visit::Stop;
-        }
-        segment.index_batch(header, position, index_interval_bytes);
-        expected = Offset(header.last_offset() + 1);
-        Visit::Continue
-    })
+    let (good_end, end) = segment::scan(
+        &file,
+        &path,
+        0,
+        file_size,
+        true,
+        |position, header, bytes| {
+            // Offsets only grow, and stay within a 4-byte relative offset of the
+            // segment base (the base offset is not covered by the CRC, so a
+            // damaged one is caught here).
+            let relative_last = header.last_offset() - base.0;
+            if header.base_offset < expected.0 || relative_last > i64::from(i32::MAX) {
+                out_of_order = Some(Offset(header.base_offset));
+                return Visit::Stop;
+            }
+            segment.index_batch(header, bytes, position, index_interval_bytes);
+            expected = Offset(header.last_offset() + 1);
+            Visit::Continue
+        },
+    )
     .await?;
     let valid_end = match (&end, out_of_order) {
         (_, Some(found)) => {

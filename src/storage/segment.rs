@@ -109,7 +109,13 @@ impl Segment {
 
     /// Accounts for a batch at `position` in the indexes (Kafka style: an
     /// entry once more than `index_interval_bytes` went by unindexed).
-    pub fn index_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u64) {
+    pub fn index_batch(
+        &mut self,
+        header: &BatchHeader,
+        batch: &[u8],
+        position: u64,
+        index_interval_bytes: u64,
+    ) {
         let last = Offset(header.last_offset());
         if self.bytes_since_index_entry > index_interval_bytes {
             self.index
@@ -125,7 +131,8 @@ impl Segment {
             .max_timestamp
             .is_none_or(|(t, _)| header.max_timestamp > t)
         {
-            self.max_timestamp = Some((header.max_timestamp, last));
+            let offset = Offset(super::batch::offset_of_max_timestamp(header, batch));
+            self.max_timestamp = Some((header.max_timestamp, offset));
         }
         self.next_offset = last.next();
     }
@@ -134,7 +141,7 @@ impl Segment {
     /// chunks, by reference.
     pub fn stage(&mut self, batch: &Bytes, header: &BatchHeader, index_interval_bytes: u64) {
         let position = self.size_bytes;
-        self.index_batch(header, position, index_interval_bytes);
+        self.index_batch(header, batch, position, index_interval_bytes);
         self.staged.push(batch.clone());
         self.size_bytes += batch.len() as u64;
     }

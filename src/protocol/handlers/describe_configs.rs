@@ -164,9 +164,11 @@ pub fn handle(
             };
             match described {
                 Ok(configs) => {
+                    // Null or empty: every config (Kafka's reading).
                     let wanted = resource
                         .configuration_keys
                         .as_ref()
+                        .filter(|keys| !keys.is_empty())
                         .map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
                     let configs = configs
                         .into_iter()
