@@ -468,3 +468,47 @@ fn deleting_a_topic_under_load_leaves_the_broker_serving() {
         "the recreated topic starts empty"
     );
 }
+
+#[test]
+fn a_topic_name_of_the_maximum_length_works_end_to_end() {
+    // Kafka allows 249 characters; the partition directory name is then
+    // 251+ bytes, close to the file system's 255.
+    let mut broker = Broker::start(&["--auto-create-topics", "false"]);
+    let name = format!("long.{}", "n".repeat(244));
+    assert_eq!(name.len(), 249);
+    broker.create_topic(&name, 2);
+    let producer = broker.producer(&[]);
+    common::produce_all(
+        &producer,
+        &name,
+        (0..10).map(|i| common::Outgoing {
+            key: format!("k{i}"),
+            value: format!("v{i}"),
+            timestamp: None,
+        }),
+    );
+    assert!(broker.sigterm_and_wait().success());
+    broker.restart();
+    let consumer = broker.consumer(&[]);
+    let records = common::consume_all(&consumer, &name, 2, rdkafka::Offset::Beginning, TIMEOUT);
+    assert_eq!(records.len(), 10);
+    let results = block_on(broker.admin().delete_topics(&[&name], &AdminOptions::new()))
+        .expect("delete request");
+    assert_eq!(results, vec![Ok(name.clone())]);
+    broker.create_topic(&name, 1);
+    let consumer = broker.consumer(&[]);
+    assert_eq!(
+        consumer
+            .fetch_watermarks(&name, 0, TIMEOUT)
+            .expect("watermarks"),
+        (0, 0),
+        "recreated empty"
+    );
+    let over = format!("{name}x");
+    let invalid = NewTopic::new(&over, 1, TopicReplication::Fixed(1));
+    assert_eq!(
+        create(&broker, &invalid, false).map_err(|(_, code)| code),
+        Err(RDKafkaErrorCode::InvalidTopic),
+        "250 characters"
+    );
+}

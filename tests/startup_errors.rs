@@ -195,3 +195,14 @@ fn a_later_shards_port_taken() {
     drop(holder);
     TcpListener::bind(("127.0.0.1", port)).expect("shard 0's port is free again");
 }
+
+#[test]
+fn fewer_cores_than_the_placement_needs() {
+    let mut broker = common::Broker::start_with(2, &[]);
+    broker.create_topic("placed", 2);
+    assert!(broker.sigterm_and_wait().success());
+    let data_dir = broker.data_dir.to_str().expect("utf8").to_string();
+    let output = serve_one_shard(&data_dir, None);
+    let line = one_line(&output);
+    assert!(line.contains("--cores 2"), "{line}");
+}

@@ -48,6 +48,7 @@ pub fn run(config: BrokerConfig) -> Result<(), StartupError> {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         })?;
+    check_placement_fits(&config, &view)?;
     remove_orphan_partitions(&config.data_dir, &view);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -149,6 +150,25 @@ fn bind_listeners(config: &BrokerConfig) -> Result<Vec<RawFd>, StartupError> {
             }
         })
         .collect()
+}
+
+/// Partitions stay on the shard they were placed on: a restart with fewer
+/// shards would leave some with no owner, unreachable.
+fn check_placement_fits(config: &BrokerConfig, view: &ClusterView) -> Result<(), StartupError> {
+    let needed = view
+        .topics()
+        .flat_map(|t| t.partition_shards.iter())
+        .map(|shard| shard.index() + 1)
+        .max()
+        .unwrap_or(0);
+    if needed > config.shard_count {
+        return Err(StartupError::Invalid(format!(
+            "data directory {} holds partitions placed on {needed} shards, but only {} were asked for: start with --cores {needed} or more",
+            config.data_dir.display(),
+            config.shard_count
+        )));
+    }
+    Ok(())
 }
 
 /// Removes partition directories of topics the metadata log no longer has
