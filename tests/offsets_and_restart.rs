@@ -274,10 +274,17 @@ fn rolled_segments_are_read_back_from_disk_after_restarts() {
     broker.create_topic("rolled", 1);
     let base = 1_600_000_000_000i64;
     let value = |i: i64| format!("{i:06}-{}", "r".repeat(80));
-    let first = produce(
-        &broker,
+    // Small batches, so the 64 KiB segments roll many times (a batch never
+    // splits across segments).
+    let producer = broker.producer(&[("linger.ms", "2"), ("batch.size", "16384")]);
+    let first = produce_all(
+        &producer,
         "rolled",
-        (0..6_000).map(|i| (value(i), base + i * 10)),
+        (0..6_000).map(|i| Outgoing {
+            key: "k".into(),
+            value: value(i),
+            timestamp: Some(base + i * 10),
+        }),
     );
     assert_eq!(first.last(), Some(&(0, 5_999)));
     let segments = broker.segment_files("rolled", 0);
