@@ -121,7 +121,13 @@ fn stream_records(
         if stop.load(Ordering::Relaxed) {
             producer.purge(PurgeConfig::default().queue().inflight());
         }
+        // Every report arrives (bounded): flush may return early while a
+        // purge is still being delivered, so poll until none is left.
+        let deadline = Instant::now() + Duration::from_secs(30);
         let _ = producer.flush(Duration::from_secs(30));
+        while producer.in_flight_count() > 0 && Instant::now() < deadline {
+            producer.poll(Duration::from_millis(50));
+        }
         assert_eq!(producer.in_flight_count(), 0, "reports still outstanding");
     })
 }
