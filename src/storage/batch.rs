@@ -15,7 +15,7 @@
 //!     43     8  producer_id              yes
 //!     51     2  producer_epoch           yes
 //!     53     4  base_sequence            yes
-//!     57     4  records_count            yes
+//!     57     4  record_count             yes
 //!     61     …  records                  yes
 //! ```
 //! All integers big-endian.
@@ -37,7 +37,7 @@ pub const MAX_TIMESTAMP_OFFSET: usize = 35;
 pub const PRODUCER_ID_OFFSET: usize = 43;
 pub const PRODUCER_EPOCH_OFFSET: usize = 51;
 pub const BASE_SEQUENCE_OFFSET: usize = 53;
-pub const RECORDS_COUNT_OFFSET: usize = 57;
+pub const RECORD_COUNT_OFFSET: usize = 57;
 pub const HEADER_BYTES: usize = 61;
 /// Bytes before `batch_length` counts: base offset and the length itself.
 pub const LOG_OVERHEAD_BYTES: usize = 12;
@@ -45,9 +45,22 @@ pub const MAGIC_V2: i8 = 2;
 /// Attribute bits that hold the compression codec.
 pub const COMPRESSION_MASK: i16 = 0x07;
 
-const _: () = assert!(RECORDS_COUNT_OFFSET + 4 == HEADER_BYTES);
-const _: () = assert!(CRC_OFFSET + 4 == ATTRIBUTES_OFFSET);
+// Each field ends where the next begins; the header is 61 bytes.
+const _: () = assert!(BASE_OFFSET_OFFSET + 8 == BATCH_LENGTH_OFFSET);
+const _: () = assert!(BATCH_LENGTH_OFFSET + 4 == PARTITION_LEADER_EPOCH_OFFSET);
 const _: () = assert!(BATCH_LENGTH_OFFSET + 4 == LOG_OVERHEAD_BYTES);
+const _: () = assert!(PARTITION_LEADER_EPOCH_OFFSET + 4 == MAGIC_OFFSET);
+const _: () = assert!(MAGIC_OFFSET + 1 == CRC_OFFSET);
+const _: () = assert!(CRC_OFFSET + 4 == ATTRIBUTES_OFFSET);
+const _: () = assert!(ATTRIBUTES_OFFSET + 2 == LAST_OFFSET_DELTA_OFFSET);
+const _: () = assert!(LAST_OFFSET_DELTA_OFFSET + 4 == BASE_TIMESTAMP_OFFSET);
+const _: () = assert!(BASE_TIMESTAMP_OFFSET + 8 == MAX_TIMESTAMP_OFFSET);
+const _: () = assert!(MAX_TIMESTAMP_OFFSET + 8 == PRODUCER_ID_OFFSET);
+const _: () = assert!(PRODUCER_ID_OFFSET + 8 == PRODUCER_EPOCH_OFFSET);
+const _: () = assert!(PRODUCER_EPOCH_OFFSET + 2 == BASE_SEQUENCE_OFFSET);
+const _: () = assert!(BASE_SEQUENCE_OFFSET + 4 == RECORD_COUNT_OFFSET);
+const _: () = assert!(RECORD_COUNT_OFFSET + 4 == HEADER_BYTES);
+const _: () = assert!(HEADER_BYTES == 61);
 
 /// A parsed batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +77,7 @@ pub struct BatchHeader {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
-    pub records_count: i32,
+    pub record_count: i32,
 }
 
 fn i16_at(b: &[u8], at: usize) -> i16 {
@@ -103,7 +116,7 @@ impl BatchHeader {
             producer_id: i64_at(bytes, PRODUCER_ID_OFFSET),
             producer_epoch: i16_at(bytes, PRODUCER_EPOCH_OFFSET),
             base_sequence: i32_at(bytes, BASE_SEQUENCE_OFFSET),
-            records_count: i32_at(bytes, RECORDS_COUNT_OFFSET),
+            record_count: i32_at(bytes, RECORD_COUNT_OFFSET),
         })
     }
 
@@ -159,9 +172,7 @@ pub fn validate_produced(
         )));
     }
     if size < records.len() {
-        return Err(StorageError::InvalidRecord(
-            "produce requests must carry exactly one record batch per partition".into(),
-        ));
+        return Err(trailing_bytes_error(&records[size..]));
     }
     if size > max_message_bytes as usize {
         return Err(StorageError::MessageTooLarge {
@@ -175,13 +186,31 @@ pub fn validate_produced(
             header.crc
         )));
     }
-    if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+    if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
         return Err(StorageError::InvalidRecord(format!(
             "record batch has {} records but a last offset delta of {}",
-            header.records_count, header.last_offset_delta
+            header.record_count, header.last_offset_delta
         )));
     }
     Ok(header)
+}
+
+/// Bytes after the one batch of a produce: a whole second batch breaks the
+/// one-batch-per-partition rule (Kafka's INVALID_RECORD); anything else is
+/// a malformed record set.
+fn trailing_bytes_error(trailing: &[u8]) -> StorageError {
+    let whole_batch = BatchHeader::parse(trailing)
+        .is_some_and(|h| h.batch_length > 0 && h.size_bytes() <= trailing.len());
+    if whole_batch {
+        StorageError::InvalidRecord(
+            "produce requests must carry exactly one record batch per partition".into(),
+        )
+    } else {
+        StorageError::CorruptMessage(format!(
+            "{} bytes after the record batch are not a record batch",
+            trailing.len()
+        ))
+    }
 }
 
 /// A copy of `batch` with the broker's fields set: base offset and
@@ -194,6 +223,10 @@ pub fn assign(batch: &[u8], base_offset: Offset, leader_epoch: i32) -> Bytes {
         .copy_from_slice(&leader_epoch.to_be_bytes());
     copy.freeze()
 }
+
+/// The smallest encoded record: length, attributes, timestamp delta, offset
+/// delta, key length, value length, header count (one byte each).
+const MIN_RECORD_BYTES: usize = 7;
 
 /// Reads a zigzag varint; returns it and the bytes it took.
 fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
@@ -213,15 +246,20 @@ fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
 pub fn record_deltas(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     let header = BatchHeader::parse(batch)?;
     let mut rest = batch.get(HEADER_BYTES..)?;
-    let mut deltas = Vec::with_capacity(usize::try_from(header.records_count).unwrap_or(0));
-    for _ in 0..header.records_count {
+    // The count is the sender's word: bound the allocation by the bytes.
+    let capacity = usize::try_from(header.record_count)
+        .unwrap_or(0)
+        .min(batch.len() / MIN_RECORD_BYTES);
+    let mut deltas = Vec::with_capacity(capacity);
+    for _ in 0..header.record_count {
         let (length, used) = read_varint(rest)?;
-        let body = rest.get(used..used + usize::try_from(length).ok()?)?;
+        let end = used.checked_add(usize::try_from(length).ok()?)?;
+        let body = rest.get(used..end)?;
         // attributes (1 byte), timestampDelta, offsetDelta
         let (timestamp_delta, t_used) = read_varint(body.get(1..)?)?;
         let (offset_delta, _) = read_varint(body.get(1 + t_used..)?)?;
         deltas.push((offset_delta, timestamp_delta));
-        rest = &rest[used + body.len()..];
+        rest = &rest[end..];
     }
     Some(deltas)
 }
@@ -304,7 +342,7 @@ mod tests {
     fn a_valid_batch_passes_and_offsets_are_assigned() {
         let batch = encode_test_batch(&[b"a", b"bb", b"ccc"], 1000);
         let header = validate_produced(&batch, 1 << 20).expect("valid");
-        assert_eq!(header.records_count, 3);
+        assert_eq!(header.record_count, 3);
         let assigned = assign(&batch, Offset(42), 0);
         let parsed = BatchHeader::parse(&assigned).expect("parses");
         assert_eq!(parsed.base_offset, 42);
@@ -314,6 +352,36 @@ mod tests {
             "assigning must not break the CRC"
         );
         assert_eq!(record_deltas(&assigned), Some(vec![(0, 0), (1, 1), (2, 2)]));
+    }
+
+    /// Random damage to a valid batch: validation and record parsing never
+    /// panic, and a batch that still passes has an intact CRC.
+    #[test]
+    fn damaged_batches_never_panic() {
+        let mut rng = crate::storage::test_support::Rng::new(7);
+        let values: Vec<Vec<u8>> = (0..5).map(|i| vec![b'x'; i * 40]).collect();
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let good = encode_test_batch(&refs, 1_000);
+        for _ in 0..20_000 {
+            let mut damaged = BytesMut::from(&good[..]);
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(damaged.len() as u64) as usize;
+                damaged[at] = rng.below(256) as u8;
+            }
+            let keep = if rng.below(4) == 0 {
+                rng.below(damaged.len() as u64) as usize
+            } else {
+                damaged.len()
+            };
+            let bytes = &damaged[..keep];
+            if let Ok(header) = validate_produced(bytes, 1 << 20) {
+                assert!(crc_matches(bytes, &header));
+            }
+            let _ = record_deltas(bytes);
+            if let Some(header) = BatchHeader::parse(bytes) {
+                let _ = offset_of_max_timestamp(&header, bytes);
+            }
+        }
     }
 
     #[test]
@@ -326,8 +394,10 @@ mod tests {
         old_magic[MAGIC_OFFSET] = 1;
         let mut two = BytesMut::from(&good[..]);
         two.put_slice(&good);
+        let mut garbage = BytesMut::from(&good[..]);
+        garbage.put_slice(b"xyz");
         let mut bad_count = BytesMut::from(&good[..]);
-        bad_count[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+        bad_count[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
             .copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&bad_count[ATTRIBUTES_OFFSET..]);
         bad_count[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
@@ -337,6 +407,13 @@ mod tests {
             ("bad crc", &bad_crc, 1 << 20, "corrupt"),
             ("old magic", &old_magic, 1 << 20, "invalid"),
             ("two batches", &two, 1 << 20, "invalid"),
+            ("trailing garbage", &garbage, 1 << 20, "corrupt"),
+            (
+                "trailing partial batch",
+                &two[..two.len() - 1],
+                1 << 20,
+                "corrupt",
+            ),
             ("bad count", &bad_count, 1 << 20, "invalid"),
             ("too large", &good, 10, "too large"),
         ];

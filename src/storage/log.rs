@@ -25,6 +25,7 @@ use super::batch::{self, BatchHeader};
 use super::offset_index;
 use super::recovery;
 use super::segment::{self, Segment, Visit};
+use super::time_index;
 use crate::types::Offset;
 
 /// The one partition leader epoch of a single-node partition.
@@ -137,6 +138,15 @@ pub struct PartitionLog {
     flushing: Cell<bool>,
 }
 
+/// Marks a flush in flight for as long as it lives.
+struct FlushInFlight<'a>(&'a Cell<bool>);
+
+impl Drop for FlushInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// A closed segment's index files, encoded and ready to write.
 struct IndexFiles {
     base_offset: Offset,
@@ -157,6 +167,8 @@ struct FlushJob {
     buffer: Option<DmaBuffer>,
     end: u64,
     closed: bool,
+    /// The segment's largest timestamp over the bytes this job writes.
+    max_timestamp: Option<(i64, Offset)>,
 }
 
 /// Copies a segment's staged chunks into one aligned, zero-padded buffer.
@@ -180,10 +192,9 @@ impl PartitionLog {
         config: LogConfig,
         cache: Rc<CacheBudget>,
     ) -> Result<PartitionLog, StorageError> {
-        if let Some(parent) = dir.parent() {
-            probe_polled_io(parent).await?;
-        }
-        let segments = recovery::recover(&dir).await?;
+        recovery::create_dir(&dir).await?;
+        probe_polled_io(&dir).await?;
+        let segments = recovery::recover(&dir, &config).await?;
         let log_start = segments.keys().next().copied().unwrap_or_default();
         let next_offset = segments
             .values()
@@ -298,9 +309,10 @@ impl PartitionLog {
     /// watermark.
     pub async fn flush(&self) -> Result<Offset, StorageError> {
         assert!(!self.flushing.replace(true), "one flush per log at a time");
-        let result = self.flush_staged().await;
-        self.flushing.set(false);
-        result
+        // Cleared on drop too, so a cancelled flush does not wedge the log;
+        // its staged bytes stay staged and the next flush writes them.
+        let _in_flight = FlushInFlight(&self.flushing);
+        self.flush_staged().await
     }
 
     async fn flush_staged(&self) -> Result<Offset, StorageError> {
@@ -318,6 +330,7 @@ impl PartitionLog {
                     buffer: staged_buffer(s),
                     end: s.size_bytes,
                     closed: s.closed,
+                    max_timestamp: s.max_timestamp,
                 })
                 .collect();
             (jobs, state.next_offset)
@@ -357,7 +370,13 @@ impl PartitionLog {
             for job in &jobs {
                 if let Some(segment) = state.segments.get_mut(&job.base_offset) {
                     segment.flushed(job.end);
-                    segment.trimmed |= job.closed;
+                    segment.durable_max_timestamp = job.max_timestamp;
+                    if job.closed {
+                        segment.trimmed = true;
+                        // The kept partial block may pin a whole batch's
+                        // buffer; a closed segment never rewrites it.
+                        segment.staged.clear();
+                    }
                 }
             }
             state.high_watermark = state.high_watermark.max(target);
@@ -386,8 +405,14 @@ impl PartitionLog {
             })
             .collect();
         for files in pending {
-            write_file(files.index_path, files.index).await?;
-            write_file(files.time_index_path, files.time_index).await?;
+            write_index_files(
+                self.dir.clone(),
+                vec![
+                    (files.index_path, files.index),
+                    (files.time_index_path, files.time_index),
+                ],
+            )
+            .await?;
             if let Some(segment) = self.state.borrow_mut().segments.get_mut(&files.base_offset) {
                 segment.indexes_written = true;
             }
@@ -558,26 +583,43 @@ impl PartitionLog {
         Ok(None)
     }
 
-    /// The largest timestamp below the high watermark (batch level: the
-    /// last offset of the batch holding it).
+    /// The largest timestamp below the high watermark and the offset of
+    /// its record (of the first such record; for a compressed batch, the
+    /// batch's last offset).
     pub fn max_timestamp(&self) -> Option<TimestampHit> {
         let state = self.state.borrow();
-        state
+        let mut best: Option<(i64, Offset)> = None;
+        for (timestamp, offset) in state
             .segments
             .values()
-            .filter_map(|s| s.max_timestamp)
-            .filter(|(_, offset)| *offset < state.high_watermark)
-            .max_by_key(|(timestamp, _)| *timestamp)
-            .map(|(timestamp_ms, offset)| TimestampHit {
-                offset,
-                timestamp_ms,
-            })
+            .filter_map(|s| s.durable_max_timestamp)
+        {
+            if best.is_none_or(|(t, _)| timestamp > t) {
+                best = Some((timestamp, offset));
+            }
+        }
+        best.map(|(timestamp_ms, offset)| TimestampHit {
+            offset,
+            timestamp_ms,
+        })
+    }
+
+    fn has_untrimmed_segments(&self) -> bool {
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .any(|s| s.closed && !s.trimmed)
     }
 
     /// Clean shutdown: flush, then write the active segment's indexes so a
     /// restart finds them.
     pub async fn close(&self) -> Result<(), StorageError> {
-        if self.is_dirty() && !self.flushing.get() {
+        // A group-commit round may still be flushing this log: let it end.
+        while self.flushing.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        if self.is_dirty() || self.has_untrimmed_segments() {
             self.flush().await?;
         }
         let active = {
@@ -601,10 +643,28 @@ impl PartitionLog {
                 })
         };
         if let Some((index_path, index, time_path, time_index)) = active {
-            write_file(index_path, index).await?;
-            write_file(time_path, time_index).await?;
+            write_index_files(
+                self.dir.clone(),
+                vec![(index_path, index), (time_path, time_index)],
+            )
+            .await?;
         }
         Ok(())
+    }
+}
+
+impl Drop for PartitionLog {
+    /// Gives this log's cached bytes back to the shard's budget.
+    fn drop(&mut self) {
+        let cached: usize = self
+            .state
+            .get_mut()
+            .tail
+            .iter()
+            .map(|b| b.bytes.len())
+            .sum();
+        let used = self.cache.used_bytes.get().saturating_sub(cached);
+        self.cache.used_bytes.set(used);
     }
 }
 
@@ -618,11 +678,16 @@ fn should_roll(
     if active.size_bytes == 0 {
         return false;
     }
-    let full = active.size_bytes + batch_bytes as u64 > config.segment_bytes;
+    let new_size_bytes = active.size_bytes + batch_bytes as u64;
+    let full = new_size_bytes > config.segment_bytes;
     let index_full =
         active.index.size_bytes() + offset_index::ENTRY_BYTES as u64 > config.segment_index_bytes;
+    let time_index_full = active.time_index.size_bytes() + time_index::ENTRY_BYTES as u64
+        > config.segment_index_bytes;
+    // Index entries hold 4-byte relative offsets and file positions.
     let offset_overflow = last_offset.0 - active.base_offset.0 > i64::from(i32::MAX);
-    full || index_full || offset_overflow
+    let position_overflow = new_size_bytes > u64::from(u32::MAX);
+    full || index_full || time_index_full || offset_overflow || position_overflow
 }
 
 fn first_record_at_or_after(
@@ -630,13 +695,18 @@ fn first_record_at_or_after(
     bytes: &[u8],
     timestamp_ms: i64,
 ) -> Option<TimestampHit> {
+    let whole_batch = TimestampHit {
+        offset: Offset(header.base_offset),
+        timestamp_ms: header.max_timestamp,
+    };
     if header.is_compressed() {
-        return Some(TimestampHit {
-            offset: Offset(header.base_offset),
-            timestamp_ms: header.max_timestamp,
-        });
+        return Some(whole_batch);
     }
-    let deltas = batch::record_deltas(bytes)?;
+    // Records that do not parse are answered at batch level, like a
+    // compressed batch: the header's max timestamp says the batch matches.
+    let Some(deltas) = batch::record_deltas(bytes) else {
+        return Some(whole_batch);
+    };
     deltas
         .into_iter()
         .find_map(|(offset_delta, timestamp_delta)| {
@@ -749,16 +819,424 @@ pub(super) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(StorageError::glommio("syncing directory", dir))
 }
 
-/// Writes a small file and makes it durable (index files).
-pub(super) async fn write_file(path: PathBuf, bytes: Vec<u8>) -> Result<(), StorageError> {
-    let error_path = path.clone();
+/// Replaces index files atomically and durably: each is written to a
+/// temporary name and synced, then renamed over the old one, then the
+/// directory is synced. A crash leaves the old file or the new one, never a
+/// half-written one (recovery removes stray temporary files). Blocking
+/// std I/O on glommio's blocking thread pool; index files are small and
+/// written once per segment roll.
+pub(super) async fn write_index_files(
+    dir: PathBuf,
+    files: Vec<(PathBuf, Vec<u8>)>,
+) -> Result<(), StorageError> {
     glommio::executor()
-        .spawn_blocking(move || -> std::io::Result<()> {
+        .spawn_blocking(move || -> Result<(), StorageError> {
             use std::io::Write;
-            let mut file = std::fs::File::create(&path)?;
-            file.write_all(&bytes)?;
-            file.sync_all()
+            for (path, bytes) in &files {
+                let mut temporary = path.clone().into_os_string();
+                temporary.push(".");
+                temporary.push(recovery::TEMPORARY_SUFFIX);
+                let temporary = PathBuf::from(temporary);
+                std::fs::File::create(&temporary)
+                    .and_then(|mut file| {
+                        file.write_all(bytes)?;
+                        file.sync_all()
+                    })
+                    .map_err(StorageError::io("writing", &temporary))?;
+                std::fs::rename(&temporary, path).map_err(StorageError::io("renaming", path))?;
+            }
+            std::fs::File::open(&dir)
+                .and_then(|directory| directory.sync_all())
+                .map_err(StorageError::io("syncing directory", &dir))
         })
         .await
-        .map_err(StorageError::io("writing", error_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use futures_lite::future;
+
+    use super::*;
+    use crate::storage::batch::{ATTRIBUTES_OFFSET, CRC_OFFSET, encode_test_batch};
+    use crate::storage::test_support::{
+        Rng, assigned, fill, numbered_batch, open, open_with_cache, read_all, read_all_batches,
+        run, small_segments,
+    };
+
+    #[test]
+    fn append_assigns_offsets_and_reads_return_the_assigned_bytes() {
+        run(|dir| async move {
+            let log = open(&dir, LogConfig::default()).await;
+            let a = encode_test_batch(&[b"a", b"b", b"c"], 100);
+            let b = encode_test_batch(&[b"d"], 200);
+            let info = log.append(&a, 0).expect("append");
+            assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(2)));
+            assert_eq!((info.batch_count, info.size_bytes), (1, a.len()));
+            assert_eq!(info.max_timestamp, 102);
+            let info = log.append(&b, 0).expect("append");
+            assert_eq!((info.base_offset, info.last_offset), (Offset(3), Offset(3)));
+            assert!(log.is_dirty());
+            assert_eq!(log.log_end_offset(), Offset(4));
+            assert_eq!(log.high_watermark(), Offset(0), "nothing durable yet");
+            assert!(
+                log.read(Offset(0), 1 << 20)
+                    .await
+                    .expect("read")
+                    .batches
+                    .is_empty()
+            );
+            assert_eq!(log.flush().await.expect("flush"), Offset(4));
+            assert!(!log.is_dirty());
+            let expected = assigned(&[a, b], Offset(0));
+            let outcome = log.read(Offset(0), 1 << 20).await.expect("read");
+            assert_eq!(outcome.batches, expected, "from the tail cache");
+            assert_eq!(
+                (outcome.high_watermark, outcome.log_start_offset),
+                (Offset(4), Offset(0))
+            );
+            assert_eq!(
+                log.read(Offset(3), 1 << 20).await.expect("read").batches,
+                expected[1..]
+            );
+            log.close().await.expect("close");
+            drop(log);
+            let log = open(&dir, LogConfig::default()).await;
+            let outcome = log.read(Offset(1), 1 << 20).await.expect("read");
+            assert_eq!(outcome.batches, expected, "from disk");
+        });
+    }
+
+    #[test]
+    fn round_trip_across_segments_and_reopen() {
+        run(|dir| async move {
+            let log = open(&dir, small_segments()).await;
+            let produced = fill(&log, 40, 1_000).await;
+            assert_eq!(log.high_watermark(), Offset(80));
+            let expected: Vec<i64> = (0..40).map(|i| i * 2).collect();
+            assert_eq!(read_all(&log).await, expected);
+            log.close().await.expect("close");
+            drop(log);
+            let logs = crate::storage::test_support::files_with(&dir, "log");
+            assert!(
+                logs.len() >= 4,
+                "small segments roll: {} segments",
+                logs.len()
+            );
+            for (position, path) in logs.iter().enumerate() {
+                // Closed segments are cut to their batches; the active one
+                // may end in zero padding.
+                if position + 1 < logs.len() {
+                    assert!(std::fs::metadata(path).expect("stat").len() <= 1000);
+                }
+                assert!(path.with_extension("index").exists(), "{}", path.display());
+                assert!(path.with_extension("timeindex").exists());
+            }
+
+            let log = open(&dir, small_segments()).await;
+            assert_eq!(log.log_end_offset(), Offset(80));
+            assert_eq!(read_all_batches(&log).await, assigned(&produced, Offset(0)));
+            fill(&log, 5, 5_000).await;
+            assert_eq!(log.high_watermark(), Offset(90));
+            assert_eq!(read_all(&log).await.len(), 45);
+        });
+    }
+
+    #[test]
+    fn reads_follow_kafka() {
+        run(|dir| async move {
+            // A tiny cache: reads come from disk.
+            let log = open_with_cache(&dir, small_segments(), 0).await;
+            let produced = fill(&log, 40, 1_000).await;
+            let out_of_range = |result: Result<ReadOutcome, StorageError>| {
+                matches!(result, Err(StorageError::OffsetOutOfRange { .. }))
+            };
+            assert!(out_of_range(log.read(Offset(-1), 100).await));
+            assert!(out_of_range(log.read(Offset(81), 100).await));
+            let at_end = log.read(Offset(80), 100).await.expect("at hw");
+            assert!(at_end.batches.is_empty());
+            assert_eq!(at_end.high_watermark, Offset(80));
+            // (offset, max_bytes, batches returned): whole batches only, at
+            // least one, never more than max_bytes past the first.
+            let size = produced[0].len();
+            let cases = [
+                (3, 1, 1),
+                (3, size, 1),
+                (3, 2 * size - 1, 1),
+                (3, 2 * size, 2),
+                (0, 5 * size, 5),
+                (78, 1 << 20, 1),
+                (79, 1 << 20, 1),
+            ];
+            for (offset, max_bytes, count) in cases {
+                let outcome = log.read(Offset(offset), max_bytes).await.expect("read");
+                assert_eq!(outcome.batches.len(), count, "read({offset}, {max_bytes})");
+                let first = BatchHeader::parse(&outcome.batches[0]).expect("header");
+                assert!(first.base_offset <= offset && offset <= first.last_offset());
+            }
+            // Segments hold 10 batches: a read stops at a segment's end
+            // and the next one goes on in the next segment.
+            let whole = log.read(Offset(0), 1 << 20).await.expect("read");
+            assert!(whole.batches.len() < 40);
+            assert_eq!(
+                whole.batches,
+                assigned(&produced, Offset(0))[..whole.batches.len()]
+            );
+        });
+    }
+
+    #[test]
+    fn rejected_batches_stage_nothing() {
+        run(|dir| async move {
+            let config = LogConfig {
+                max_message_bytes: 200,
+                ..LogConfig::default()
+            };
+            let log = open(&dir, config).await;
+            let good = encode_test_batch(&[b"ok"], 1);
+            let mut corrupt = BytesMut::from(&good[..]);
+            let last = corrupt.len() - 1;
+            corrupt[last] ^= 1;
+            let big = encode_test_batch(&[&[7u8; 300]], 1);
+            let mut two = BytesMut::from(&good[..]);
+            two.extend_from_slice(&good);
+            assert!(matches!(
+                log.append(&corrupt.freeze(), 0),
+                Err(StorageError::CorruptMessage(_))
+            ));
+            assert!(matches!(
+                log.append(&big, 0),
+                Err(StorageError::MessageTooLarge { max: 200, .. })
+            ));
+            assert!(matches!(
+                log.append(&two.freeze(), 0),
+                Err(StorageError::InvalidRecord(_))
+            ));
+            assert_eq!(log.log_end_offset(), Offset(0));
+            assert!(!log.is_dirty());
+            assert_eq!(log.cache.used_bytes(), 0);
+            log.append(&good, 0).expect("good batch");
+            assert_eq!(log.log_end_offset(), Offset(1));
+        });
+    }
+
+    #[test]
+    fn appends_during_a_flush_go_to_the_next_flush() {
+        run(|dir| async move {
+            let log = open(&dir, small_segments()).await;
+            let mut produced = Vec::new();
+            for round in 0..6 {
+                for i in 0..3 {
+                    produced.push(numbered_batch(round * 3 + i, 1_000));
+                    log.append(produced.last().expect("batch"), 0)
+                        .expect("append");
+                }
+                let target = log.log_end_offset();
+                let mut flush = Box::pin(log.flush());
+                // Let the flush take its snapshot and start its I/O ...
+                assert!(future::poll_once(&mut flush).await.is_none());
+                // ... then append more (rolling segments now and then).
+                for i in 0..2 {
+                    produced.push(numbered_batch(100 + round * 2 + i, 1_000));
+                    log.append(produced.last().expect("batch"), 0)
+                        .expect("append");
+                }
+                assert_eq!(flush.await.expect("flush"), target);
+                assert!(log.is_dirty());
+            }
+            log.flush().await.expect("flush");
+            let expected = assigned(&produced, Offset(0));
+            assert_eq!(read_all_batches(&log).await, expected);
+            drop(log);
+            let log = open(&dir, small_segments()).await;
+            assert_eq!(read_all_batches(&log).await, expected, "durable, once each");
+        });
+    }
+
+    #[test]
+    fn a_cancelled_flush_does_not_wedge_the_log() {
+        run(|dir| async move {
+            let log = open(&dir, LogConfig::default()).await;
+            let produced = vec![numbered_batch(0, 1_000), numbered_batch(1, 1_000)];
+            log.append(&produced[0], 0).expect("append");
+            {
+                let mut flush = Box::pin(log.flush());
+                assert!(future::poll_once(&mut flush).await.is_none());
+            }
+            log.append(&produced[1], 0).expect("append");
+            assert_eq!(log.flush().await.expect("flush"), Offset(4));
+            drop(log);
+            let log = open(&dir, LogConfig::default()).await;
+            assert_eq!(read_all_batches(&log).await, assigned(&produced, Offset(0)));
+        });
+    }
+
+    #[test]
+    fn the_tail_cache_keeps_to_its_budget() {
+        run(|dir| async move {
+            let budget = CacheBudget::new(1_000);
+            let open_log = |name: &str| {
+                PartitionLog::open(dir.join(name), LogConfig::default(), budget.clone())
+            };
+            let first = open_log("a").await.expect("open");
+            let second = open_log("b").await.expect("open");
+            let produced = fill(&first, 30, 1_000).await;
+            fill(&second, 30, 1_000).await;
+            assert!(budget.used_bytes() <= 1_000, "{}", budget.used_bytes());
+            // Evicted batches come from disk, unchanged.
+            assert_eq!(
+                read_all_batches(&first).await,
+                assigned(&produced, Offset(0))
+            );
+            // Unflushed batches are never evicted (they are not on disk).
+            for i in 0..30 {
+                second.append(&numbered_batch(i, 1_000), 0).expect("append");
+            }
+            assert!(budget.used_bytes() > 1_000);
+            second.flush().await.expect("flush");
+            second.append(&numbered_batch(0, 1_000), 0).expect("append");
+            assert!(budget.used_bytes() <= 1_000 + produced[0].len());
+            drop(first);
+            drop(second);
+            assert_eq!(budget.used_bytes(), 0, "a dropped log gives its bytes back");
+        });
+    }
+
+    #[test]
+    fn timestamps_follow_list_offsets() {
+        run(|dir| async move {
+            let log = open(&dir, small_segments()).await;
+            fill(&log, 40, 1_000).await;
+            // Batch i has records at 1000 + 10 i and 1001 + 10 i; then a
+            // compressed batch (answered at batch level) with 2000..=2001.
+            let mut compressed = BytesMut::from(&encode_test_batch(&[b"x", b"y"], 2_000)[..]);
+            compressed[ATTRIBUTES_OFFSET + 1] |= 1; // gzip, never decompressed
+            let crc = crc32c::crc32c(&compressed[ATTRIBUTES_OFFSET..]);
+            compressed[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+            log.append(&compressed.freeze(), 0).expect("append");
+            assert_eq!(
+                log.max_timestamp().expect("max").timestamp_ms,
+                1_391,
+                "durable only"
+            );
+            log.flush().await.expect("flush");
+            let cases = [
+                (i64::MIN, Some((0, 1_000))),
+                (1_000, Some((0, 1_000))),
+                (1_001, Some((1, 1_001))),
+                (1_002, Some((2, 1_010))),
+                (1_205, Some((42, 1_210))),
+                (1_391, Some((79, 1_391))),
+                (1_392, Some((80, 2_001))),
+                (2_001, Some((80, 2_001))),
+                (2_002, None),
+            ];
+            for (timestamp, expected) in cases {
+                let hit = log.offset_for_timestamp(timestamp).await.expect("lookup");
+                let hit = hit.map(|h| (h.offset.0, h.timestamp_ms));
+                assert_eq!(hit, expected, "{timestamp}");
+            }
+            let max = log.max_timestamp().expect("max");
+            assert_eq!((max.offset, max.timestamp_ms), (Offset(81), 2_001));
+        });
+    }
+
+    #[test]
+    fn should_roll_table() {
+        let config = LogConfig {
+            segment_bytes: 1000,
+            segment_index_bytes: 16,
+            ..LogConfig::default()
+        };
+        let dir = Path::new("/nonexistent");
+        let segment = |size_bytes: u64, index_entries: u32| {
+            let mut segment = Segment::new(dir, Offset(100));
+            segment.size_bytes = size_bytes;
+            for i in 0..index_entries {
+                segment.index.append(
+                    crate::types::RelativeOffset(i),
+                    crate::types::FilePosition(u64::from(i) * 10),
+                );
+            }
+            segment
+        };
+        // (segment size, index entries, batch bytes, batch last offset, roll)
+        let cases = [
+            (0, 0, 5000, 100, false),
+            (500, 0, 500, 110, false),
+            (500, 0, 501, 110, true),
+            (500, 1, 10, 110, false),
+            (500, 2, 10, 110, true),
+            (10, 0, 10, 100 + i64::from(i32::MAX), false),
+            (10, 0, 10, 101 + i64::from(i32::MAX), true),
+        ];
+        for (size, entries, batch_bytes, last_offset, roll) in cases {
+            let active = segment(size, entries);
+            assert_eq!(
+                should_roll(&config, &active, batch_bytes, Offset(last_offset)),
+                roll,
+                "{size} {entries} {batch_bytes} {last_offset}"
+            );
+        }
+    }
+
+    /// Random batch sizes, flush points, segment sizes, clean closes and
+    /// crashes: whatever the history, the log holds exactly what was
+    /// flushed, in order, once, readable from any offset.
+    #[test]
+    fn random_histories_keep_every_flushed_batch() {
+        for seed in 1..=4u64 {
+            run(move |dir| async move {
+                let mut rng = Rng::new(seed);
+                let config = LogConfig {
+                    segment_bytes: 2_000 + rng.below(20_000),
+                    index_interval_bytes: rng.below(5_000),
+                    ..LogConfig::default()
+                };
+                let cache_bytes = rng.below(50_000) as usize;
+                let mut log = open_with_cache(&dir, config.clone(), cache_bytes).await;
+                let mut flushed: Vec<Bytes> = Vec::new();
+                let mut pending: Vec<Bytes> = Vec::new();
+                for step in 0..150usize {
+                    let records = 1 + rng.below(5) as usize;
+                    let value = vec![b'v'; rng.below(3_000) as usize];
+                    let values: Vec<&[u8]> = (0..records).map(|_| &value[..]).collect();
+                    let batch = encode_test_batch(&values, step as i64);
+                    log.append(&batch, 0).expect("append");
+                    pending.push(batch);
+                    match rng.below(20) {
+                        0..=4 => {
+                            log.flush().await.expect("flush");
+                            flushed.append(&mut pending);
+                        }
+                        5 => {
+                            log.close().await.expect("close");
+                            flushed.append(&mut pending);
+                            drop(log);
+                            log = open_with_cache(&dir, config.clone(), cache_bytes).await;
+                        }
+                        6 => {
+                            // A crash: what was not flushed is gone.
+                            pending.clear();
+                            drop(log);
+                            log = open_with_cache(&dir, config.clone(), cache_bytes).await;
+                        }
+                        _ => {}
+                    }
+                }
+                log.flush().await.expect("flush");
+                flushed.append(&mut pending);
+                let expected = assigned(&flushed, Offset(0));
+                assert_eq!(read_all_batches(&log).await, expected, "seed {seed}");
+                // Random reads land on the batch holding the offset.
+                let end = log.high_watermark().0;
+                for _ in 0..50 {
+                    let offset = rng.below(end as u64) as i64;
+                    let outcome = log.read(Offset(offset), 1).await.expect("read");
+                    let header = BatchHeader::parse(&outcome.batches[0]).expect("header");
+                    assert!(header.base_offset <= offset && offset <= header.last_offset());
+                }
+            });
+        }
+    }
 }

@@ -7,6 +7,13 @@
 //! - `offset_index`, `time_index`: the sparse indexes and their file formats.
 //! - `log`: a partition's log: append, flush, read, timestamp lookup.
 //! - `recovery`: rebuilding a log from its files at open.
+//!
+//! Durability in one line: `PartitionLog::append` stages in memory and is
+//! never durable when it returns; `PartitionLog::flush` makes everything
+//! appended before it started durable and only then moves the high
+//! watermark, and readers see nothing above the high watermark. Unit tests
+//! share `test_support` (a real-filesystem temporary directory, since
+//! O_DIRECT needs one).
 
 pub mod batch;
 pub mod log;
@@ -16,6 +23,8 @@ pub mod segment;
 pub mod time_index;
 
 mod error;
+#[cfg(test)]
+mod test_support;
 
 pub use batch::BatchHeader;
 pub use error::StorageError;

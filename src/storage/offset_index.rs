@@ -50,10 +50,13 @@ impl OffsetIndex {
         self.entries.push((relative, position));
     }
 
-    /// The position to start scanning from to find `relative`: the entry
-    /// with the largest offset below it, else the segment start.
+    /// The position to start scanning from to find `relative` (Kafka's
+    /// `largestLowerBoundSlotFor`): the entry with the largest offset at or
+    /// below it, else the segment start. An entry's offset is the last
+    /// offset of the batch at its position, so no batch before that
+    /// position holds `relative`.
     pub fn lookup(&self, relative: RelativeOffset) -> FilePosition {
-        let index = self.entries.partition_point(|(r, _)| *r < relative);
+        let index = self.entries.partition_point(|(r, _)| *r <= relative);
         match index.checked_sub(1) {
             Some(i) => FilePosition(u64::from(self.entries[i].1)),
             None => FilePosition(0),
@@ -69,9 +72,15 @@ impl OffsetIndex {
         bytes
     }
 
+    /// The largest indexed relative offset.
+    pub fn last_relative(&self) -> Option<RelativeOffset> {
+        self.entries.last().map(|(relative, _)| *relative)
+    }
+
     /// Decodes an index file and sanity-checks it against its segment's
-    /// size: whole entries, offsets and positions strictly growing, every
-    /// position inside the segment. `None` means rebuild it.
+    /// size (Kafka's `OffsetIndex.sanityCheck`): whole entries, offsets and
+    /// positions strictly growing, every position inside the segment.
+    /// `None` means rebuild it.
     pub fn decode(bytes: &[u8], segment_bytes: u64) -> Option<OffsetIndex> {
         if !bytes.len().is_multiple_of(ENTRY_BYTES) {
             return None;
@@ -107,11 +116,14 @@ mod tests {
         index.append(RelativeOffset(29), FilePosition(8300));
         let cases = [
             (0, 0),
+            (8, 0),
             (9, 0),
             (10, 0),
-            (19, 0),
+            (18, 0),
+            (19, 4100),
             (20, 4100),
-            (29, 4100),
+            (28, 4100),
+            (29, 8300),
             (30, 8300),
             (1000, 8300),
         ];

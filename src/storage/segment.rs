@@ -56,8 +56,11 @@ pub struct Segment {
     pub next_offset: Offset,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
-    /// Largest batch max-timestamp and the last offset of that batch.
+    /// Largest batch max-timestamp and the offset of its record (first
+    /// batch wins ties), over every staged or durable batch.
     pub max_timestamp: Option<(i64, Offset)>,
+    /// `max_timestamp` as of the last flush: over durable batches only.
+    pub durable_max_timestamp: Option<(i64, Offset)>,
     bytes_since_index_entry: u64,
     /// File position of the first staged byte; a multiple of [`BLOCK_BYTES`].
     pub staged_start: u64,
@@ -85,6 +88,7 @@ impl Segment {
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             max_timestamp: None,
+            durable_max_timestamp: None,
             bytes_since_index_entry: 0,
             staged_start: 0,
             staged: Vec::new(),

@@ -29,6 +29,10 @@ impl TimeIndex {
         self.entries.last().copied()
     }
 
+    pub fn size_bytes(&self) -> u64 {
+        (self.entries.len() * ENTRY_BYTES) as u64
+    }
+
     /// Appends an entry if `timestamp` is larger than the last one.
     pub fn maybe_append(&mut self, timestamp: i64, relative: RelativeOffset) {
         match self.entries.last() {
