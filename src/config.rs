@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::group::GroupConfig;
 use crate::storage::LogConfig;
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
@@ -44,6 +45,8 @@ pub struct BrokerConfig {
     pub tail_cache_bytes_per_shard: usize,
     /// Topic defaults (`segment.bytes`, `max.message.bytes`, ...).
     pub log: LogConfig,
+    /// Consumer groups and the offsets topic.
+    pub group: GroupConfig,
 }
 
 impl BrokerConfig {

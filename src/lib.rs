@@ -5,10 +5,12 @@
 //!
 //! The crate is laid out as the architecture is: `server` starts shards and
 //! serves connections, `protocol` parses and answers Kafka requests,
-//! `shard` holds one core's state, `storage` the partition logs, and
-//! `metadata` the cluster view and its log.
+//! `shard` holds one core's state, `storage` the partition logs,
+//! `group` the consumer-group coordinator, and `metadata` the cluster view
+//! and its log.
 
 pub mod config;
+pub mod group;
 pub mod metadata;
 pub mod protocol;
 pub mod server;

@@ -9,6 +9,7 @@ use clap::{ArgAction, Parser, Subcommand};
 use tidelog::config::{
     BrokerConfig, SOCKET_REQUEST_MAX_BYTES_DEFAULT, TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
 };
+use tidelog::group::GroupConfig;
 use tidelog::server::{self, StartupError};
 use tidelog::storage::LogConfig;
 
@@ -61,6 +62,26 @@ struct ServeArgs {
     /// Memory per shard for recently produced batches served to fetches.
     #[arg(long, default_value_t = TAIL_CACHE_BYTES_PER_SHARD_DEFAULT)]
     tail_cache_bytes: usize,
+    /// Partitions of the __consumer_offsets topic, fixed when it is first
+    /// created (Kafka's offsets.topic.num.partitions).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_partitions)]
+    offsets_topic_num_partitions: i32,
+    /// How long a new consumer group waits for more members before its
+    /// first rebalance (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = GroupConfig::default().initial_rebalance_delay_ms)]
+    group_initial_rebalance_delay_ms: i32,
+    /// Smallest session timeout a group member may ask for (Kafka's group.min.session.timeout.ms).
+    #[arg(long, default_value_t = GroupConfig::default().min_session_timeout_ms)]
+    group_min_session_timeout_ms: i32,
+    /// Largest session timeout a group member may ask for (Kafka's group.max.session.timeout.ms).
+    #[arg(long, default_value_t = GroupConfig::default().max_session_timeout_ms)]
+    group_max_session_timeout_ms: i32,
+    /// How long an empty group's committed offsets are kept (Kafka's offsets.retention.minutes).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_retention_ms / 60_000)]
+    offsets_retention_minutes: i64,
+    /// How often expired offsets are looked for (Kafka's offsets.retention.check.interval.ms).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_retention_check_interval_ms)]
+    offsets_retention_check_interval_ms: i64,
     /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -121,6 +142,28 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     if args.default_partitions < 1 {
         return Err(invalid("--default-partitions must be at least 1".into()));
     }
+    if args.offsets_topic_num_partitions < 1 {
+        return Err(invalid(
+            "--offsets-topic-num-partitions must be at least 1".into(),
+        ));
+    }
+    if args.group_initial_rebalance_delay_ms < 0 {
+        return Err(invalid(
+            "--group-initial-rebalance-delay-ms must not be negative".into(),
+        ));
+    }
+    if args.group_min_session_timeout_ms < 1
+        || args.group_max_session_timeout_ms < args.group_min_session_timeout_ms
+    {
+        return Err(invalid(
+            "--group-min-session-timeout-ms must be at least 1 and at most --group-max-session-timeout-ms".into(),
+        ));
+    }
+    if args.offsets_retention_minutes < 1 || args.offsets_retention_check_interval_ms < 1 {
+        return Err(invalid(
+            "--offsets-retention-minutes and --offsets-retention-check-interval-ms must be at least 1".into(),
+        ));
+    }
     if args.segment_bytes < 14 {
         return Err(invalid("--segment-bytes must be at least 14".into()));
     }
@@ -151,6 +194,15 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         socket_request_max_bytes: args.socket_request_max_bytes,
         tail_cache_bytes_per_shard: args.tail_cache_bytes,
         log,
+        group: GroupConfig {
+            offsets_partitions: args.offsets_topic_num_partitions,
+            initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: args.group_min_session_timeout_ms,
+            max_session_timeout_ms: args.group_max_session_timeout_ms,
+            offsets_retention_ms: args.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: args.offsets_retention_check_interval_ms,
+            ..GroupConfig::default()
+        },
     })
 }
 

@@ -256,6 +256,8 @@ async fn shard_main(
             .detach();
         }
     }
+    shard.groups.load_owned(&shard);
+    glommio::spawn_local(run_group_timers(shard.clone()).in_current_span()).detach();
     glommio::spawn_local(watch_stop_flag(shard.clone(), stop).in_current_span()).detach();
     let _ = ready.send(Ok(index));
 
@@ -282,6 +284,15 @@ fn handle_envelope(shard: &Rc<Shard>, _peer: usize, envelope: Envelope) {
             .detach();
         }
         Envelope::Reply { id, body } => shard.mesh.complete(id, body),
+    }
+}
+
+/// Moves consumer groups on: session expiry, rebalance timeouts, the
+/// initial rebalance delay, offset expiry.
+async fn run_group_timers(shard: Rc<Shard>) {
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(crate::group::coordinator::TICK_INTERVAL).await;
+        shard.groups.tick(&shard);
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod commit;
 pub mod mesh;
 pub mod notify;
+pub mod oneshot;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
 use crate::config::{BrokerConfig, MAX_PARTITIONS_PER_TOPIC};
+use crate::group::{Coordinator, OFFSETS_TOPIC};
 use crate::metadata::topic_config;
 use crate::metadata::{ClusterView, MetadataLog, MetadataRecord, placement};
 use crate::storage::{CacheBudget, PartitionLog, StorageError};
@@ -41,6 +43,8 @@ pub struct Shard {
     logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
     cache: Rc<CacheBudget>,
     pub commit: Rc<GroupCommit>,
+    /// The consumer groups this shard coordinates.
+    pub groups: Coordinator,
     pub mesh: Mesh,
     /// Shard 0 only: the metadata log, taken out while a blocking append runs.
     metadata_log: RefCell<Option<MetadataLog>>,
@@ -61,6 +65,7 @@ impl Shard {
         mesh: Mesh,
     ) -> Shard {
         let cache = CacheBudget::new(config.tail_cache_bytes_per_shard);
+        let groups = Coordinator::new(config.group.clone());
         Shard {
             id,
             config,
@@ -68,6 +73,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             cache,
             commit: Rc::new(GroupCommit::default()),
+            groups,
             mesh,
             metadata_log: RefCell::new(metadata_log),
             metadata_lock: glommio::sync::Semaphore::new(1),
@@ -169,10 +175,19 @@ impl Shard {
                     self.open_partitions(&topic.name, &topic.partition_shards, &topic.configs)
                         .await
                         .map_err(|e| e.to_string())?;
+                    if topic.name == OFFSETS_TOPIC
+                        && matches!(record, MetadataRecord::TopicCreated { .. })
+                    {
+                        let owned: Vec<i32> = (0..topic.partition_count())
+                            .filter(|p| topic.owner(*p) == Some(self.id))
+                            .collect();
+                        self.groups.partitions_created(&owned);
+                    }
                 }
                 Ok(())
             }
             MetadataRecord::TopicDeleted { name } => {
+                self.groups.topic_deleted(self, name);
                 let removed = self.logs.borrow_mut().remove(name).unwrap_or_default();
                 let dirs: Vec<PathBuf> = removed
                     .iter()
@@ -437,6 +452,7 @@ impl Shard {
 
     pub fn begin_shutdown(&self) {
         if !self.shutting_down.replace(true) {
+            self.groups.unload_all();
             self.shutdown.notify_all();
         }
     }

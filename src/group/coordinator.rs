@@ -1,0 +1,852 @@
+//! A shard's group coordinator: the groups whose `__consumer_offsets`
+//! partition this shard owns, their stored records, the timers that move
+//! rebalances on, offset expiry, and loading at start.
+//!
+//! Storage contract: an offset commit, a group deletion and an offset
+//! deletion are appended to the group's offsets partition and answered
+//! once the append is durable (the shard's group commit); the in-memory
+//! view is updated at append time, in log order. Group metadata (the
+//! membership of a stable or empty group) is appended without waiting: a
+//! crash before it is durable restores the previous generation, whose
+//! members are then told to rejoin.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::{Instrument, info, warn};
+
+use super::offset_record::{GroupValue, OffsetValue, RecordKey};
+use super::state::{
+    Committed, Group, GroupState, JoinOutcome, JoinRequest, Leaving, Reply, SyncOutcome,
+    SyncRequest,
+};
+use super::{GroupConfig, GroupError, OFFSETS_TOPIC, partition_for};
+use crate::shard::{PartitionLookup, Shard};
+use crate::storage::record::{Record, decode_batch, encode_batch};
+use crate::storage::{BatchHeader, PartitionLog};
+use crate::types::{Offset, now_ms};
+
+/// How often group timers (session expiry, rebalance timeouts, the
+/// initial rebalance delay) are checked.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Records per stored batch are cut at about this many bytes.
+const STORE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Bytes read per step while loading a partition.
+const LOAD_READ_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Loading,
+    Loaded,
+}
+
+/// An append that a response waits for: durable once the log's high
+/// watermark reaches `end`.
+pub struct Durable {
+    pub log: Rc<PartitionLog>,
+    pub end: Offset,
+}
+
+/// A group as DescribeGroups shows it.
+pub struct GroupSummary {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+pub struct MemberSummary {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: bytes::Bytes,
+    pub assignment: bytes::Bytes,
+}
+
+/// A group as ListGroups shows it.
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+/// One partition's commit, as asked.
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Committed,
+}
+
+pub type PartitionResults = Vec<(String, i32, Result<(), GroupError>)>;
+
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: RefCell<HashMap<String, Group>>,
+    /// This shard's offsets partitions that are loaded or loading.
+    loads: RefCell<HashMap<i32, Load>>,
+    last_expiry_check: Cell<Option<Instant>>,
+}
+
+impl Coordinator {
+    pub fn new(config: GroupConfig) -> Coordinator {
+        Coordinator {
+            config,
+            groups: RefCell::new(HashMap::new()),
+            loads: RefCell::new(HashMap::new()),
+            last_expiry_check: Cell::new(None),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// The offsets partition of `group_id` and its owning shard, if the
+    /// offsets topic exists.
+    pub fn locate(shard: &Shard, group_id: &str) -> Option<(i32, Option<crate::types::ShardId>)> {
+        let cluster = shard.cluster();
+        let topic = cluster.topic(OFFSETS_TOPIC)?;
+        let partition = partition_for(group_id, topic.partition_count());
+        Some((partition, topic.owner(partition)))
+    }
+
+    /// The offsets partition of a group this shard coordinates and has
+    /// loaded, or why not.
+    fn route(&self, shard: &Rc<Shard>, group_id: &str) -> Result<i32, GroupError> {
+        let Some((partition, owner)) = Self::locate(shard, group_id) else {
+            return Err(GroupError::NotCoordinator);
+        };
+        if owner != Some(shard.id) {
+            return Err(GroupError::NotCoordinator);
+        }
+        let load = self.loads.borrow().get(&partition).copied();
+        match load {
+            Some(Load::Loaded) => Ok(partition),
+            Some(Load::Loading) => Err(GroupError::CoordinatorLoadInProgress),
+            None => {
+                self.start_load(shard, partition);
+                Err(GroupError::CoordinatorLoadInProgress)
+            }
+        }
+    }
+
+    /// Marks freshly created (empty) offsets partitions as loaded.
+    pub fn partitions_created(&self, partitions: &[i32]) {
+        let mut loads = self.loads.borrow_mut();
+        for partition in partitions {
+            loads.insert(*partition, Load::Loaded);
+        }
+    }
+
+    /// Starts loading every offsets partition this shard owns (at start).
+    pub fn load_owned(&self, shard: &Rc<Shard>) {
+        let owned: Vec<i32> = {
+            let cluster = shard.cluster();
+            let Some(topic) = cluster.topic(OFFSETS_TOPIC) else {
+                return;
+            };
+            (0..topic.partition_count())
+                .filter(|p| topic.owner(*p) == Some(shard.id))
+                .collect()
+        };
+        for partition in owned {
+            self.start_load(shard, partition);
+        }
+    }
+
+    fn start_load(&self, shard: &Rc<Shard>, partition: i32) {
+        if self.loads.borrow().contains_key(&partition) {
+            return;
+        }
+        self.loads.borrow_mut().insert(partition, Load::Loading);
+        let shard = shard.clone();
+        glommio::spawn_local(
+            async move {
+                let started = Instant::now();
+                match load_partition(&shard, partition).await {
+                    Ok(records) => {
+                        shard.groups.finish_load(partition);
+                        info!(
+                            partition,
+                            records,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "consumer offsets loaded"
+                        );
+                    }
+                    Err(error) => {
+                        warn!(partition, %error, "loading consumer offsets failed; will retry");
+                        shard.groups.loads.borrow_mut().remove(&partition);
+                    }
+                }
+            }
+            .in_current_span(),
+        )
+        .detach();
+    }
+
+    fn finish_load(&self, partition: i32) {
+        self.loads.borrow_mut().insert(partition, Load::Loaded);
+    }
+
+    /// Applies one stored record while loading.
+    fn replay(&self, key: RecordKey, value: Option<bytes::Bytes>, now: Instant) {
+        let mut groups = self.groups.borrow_mut();
+        match key {
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            } => match value.map(OffsetValue::decode) {
+                Some(Ok(value)) => {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms()))
+                        .offsets
+                        .insert((topic, partition), value.into());
+                }
+                Some(Err(error)) => warn!(%group, %error, "skipping an unreadable offset record"),
+                None => {
+                    if let Some(g) = groups.get_mut(&group) {
+                        g.offsets.remove(&(topic, partition));
+                        if g.state() == GroupState::Empty
+                            && g.offsets.is_empty()
+                            && g.generation() == 0
+                        {
+                            groups.remove(&group);
+                        }
+                    }
+                }
+            },
+            RecordKey::Group { group } => match value.map(GroupValue::decode) {
+                Some(Ok(value)) => {
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now_ms()))
+                        .restore(value, now);
+                }
+                Some(Err(error)) => warn!(%group, %error, "skipping an unreadable group record"),
+                None => {
+                    groups.remove(&group);
+                }
+            },
+        }
+    }
+
+    /// Appends records to an offsets partition, in batches; returns what a
+    /// response must wait for.
+    fn append(
+        &self,
+        shard: &Shard,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> Result<Option<Durable>, GroupError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let log = match shard.partition(OFFSETS_TOPIC, partition) {
+            PartitionLookup::Local(log) => log,
+            _ => return Err(GroupError::NotCoordinator),
+        };
+        let now = now_ms();
+        let mut end = log.log_end_offset();
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        let total = records.len();
+        for (index, record) in records.into_iter().enumerate() {
+            chunk_bytes += record.key.as_ref().map_or(0, |k| k.len())
+                + record.value.as_ref().map_or(0, |v| v.len());
+            chunk.push(record);
+            if chunk_bytes >= STORE_BATCH_BYTES || index + 1 == total {
+                let batch = encode_batch(&chunk, now);
+                let appended = log
+                    .append(&batch, now)
+                    .map_err(|e| GroupError::Storage(e.to_string()))?;
+                shard.commit.mark_dirty(&log, batch.len());
+                end = appended.last_offset.next();
+                chunk.clear();
+                chunk_bytes = 0;
+            }
+        }
+        Ok(Some(Durable { log, end }))
+    }
+
+    /// Stores a group's membership if it changed (not waited for).
+    fn store_if_needed(&self, shard: &Shard, partition: i32, group: &mut Group) {
+        if !group.store_needed {
+            return;
+        }
+        group.store_needed = false;
+        let record = Record {
+            key: Some(
+                RecordKey::Group {
+                    group: group.id.clone(),
+                }
+                .encode(),
+            ),
+            value: Some(group.stored_value().encode()),
+        };
+        if let Err(error) = self.append(shard, partition, vec![record]) {
+            warn!(group = %group.id, %error, "storing group metadata failed");
+        }
+    }
+
+    pub fn join(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        request: JoinRequest,
+    ) -> Reply<JoinOutcome> {
+        let error = |e| Reply::Now(JoinOutcome::error(&request.member_id, e));
+        if group_id.is_empty() {
+            return error(GroupError::InvalidGroupId);
+        }
+        let partition = match self.route(shard, group_id) {
+            Ok(partition) => partition,
+            Err(e) => return error(e),
+        };
+        if request.session_timeout_ms < self.config.min_session_timeout_ms
+            || request.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return error(GroupError::InvalidSessionTimeout);
+        }
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(group_id) {
+            if !request.member_id.is_empty() {
+                return error(GroupError::UnknownMemberId);
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+        }
+        let Some(group) = groups.get_mut(group_id) else {
+            return error(GroupError::UnknownMemberId);
+        };
+        let reply = group.join(request, Instant::now(), now_ms(), &self.config);
+        self.store_if_needed(shard, partition, group);
+        reply
+    }
+
+    pub fn sync(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        request: SyncRequest,
+    ) -> Reply<SyncOutcome> {
+        let error = |e| Reply::Now(SyncOutcome::error(e));
+        if group_id.is_empty() {
+            return error(GroupError::InvalidGroupId);
+        }
+        let partition = match self.route(shard, group_id) {
+            Ok(partition) => partition,
+            // Kafka's answer while loading: the rebalance must start over.
+            Err(GroupError::CoordinatorLoadInProgress) => {
+                return error(GroupError::RebalanceInProgress);
+            }
+            Err(e) => return error(e),
+        };
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return error(GroupError::UnknownMemberId);
+        };
+        let reply = group.sync(request, Instant::now(), now_ms());
+        self.store_if_needed(shard, partition, group);
+        reply
+    }
+
+    pub fn heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        match self.route(shard, group_id) {
+            Ok(_) => {}
+            // Kafka answers blindly while loading.
+            Err(GroupError::CoordinatorLoadInProgress) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        group.heartbeat(member_id, instance_id, generation_id, Instant::now())
+    }
+
+    pub fn leave(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        leaving: &[Leaving],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let partition = self.route(shard, group_id)?;
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Ok(leaving
+                .iter()
+                .map(|_| Err(GroupError::UnknownMemberId))
+                .collect());
+        };
+        let results = group.leave(leaving, Instant::now(), now_ms(), &self.config);
+        self.store_if_needed(shard, partition, group);
+        results
+    }
+
+    /// OffsetCommit: checks the member, stores every valid partition's
+    /// offset, and returns each partition's result plus what to wait for.
+    pub fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        entries: Vec<CommitEntry>,
+    ) -> Result<(PartitionResults, Option<Durable>), GroupError> {
+        let partition = self.route(shard, group_id)?;
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(group_id) {
+            if generation_id >= 0 {
+                return Err(GroupError::IllegalGeneration);
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+        }
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        group.check_commit(member_id, instance_id, generation_id, Instant::now())?;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for entry in entries {
+            let check = self.check_commit_entry(shard, &entry);
+            if check.is_ok() {
+                records.push(Record {
+                    key: Some(
+                        RecordKey::Offset {
+                            group: group_id.to_string(),
+                            topic: entry.topic.clone(),
+                            partition: entry.partition,
+                        }
+                        .encode(),
+                    ),
+                    value: Some(OffsetValue::from(&entry.committed).encode()),
+                });
+                accepted.push(results.len());
+            }
+            results.push((entry.topic, entry.partition, check.map(|_| entry.committed)));
+        }
+        let durable = match self.append(shard, partition, records) {
+            Ok(durable) => durable,
+            Err(error) => {
+                for index in accepted {
+                    results[index].2 = Err(error.clone());
+                }
+                None
+            }
+        };
+        let results = results
+            .into_iter()
+            .map(|(topic, p, result)| {
+                let result = result.map(|committed| {
+                    group.offsets.insert((topic.clone(), p), committed);
+                });
+                (topic, p, result)
+            })
+            .collect();
+        Ok((results, durable))
+    }
+
+    fn check_commit_entry(&self, shard: &Shard, entry: &CommitEntry) -> Result<(), GroupError> {
+        let exists = shard
+            .cluster()
+            .topic(&entry.topic)
+            .is_some_and(|t| (0..t.partition_count()).contains(&entry.partition));
+        if !exists {
+            return Err(GroupError::UnknownTopicOrPartition);
+        }
+        if entry.committed.metadata.len() > self.config.offset_metadata_max_bytes {
+            return Err(GroupError::OffsetMetadataTooLarge);
+        }
+        Ok(())
+    }
+
+    /// OffsetFetch: the committed offsets of the named partitions (`None`
+    /// where nothing is committed), or of every partition when `topics` is
+    /// `None`.
+    #[allow(clippy::type_complexity)]
+    pub fn fetch_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, Vec<(i32, Option<Committed>)>)>, GroupError> {
+        self.route(shard, group_id)?;
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id);
+        let lookup = |topic: &str, partition: i32| {
+            group.and_then(|g| g.offsets.get(&(topic.to_string(), partition)).cloned())
+        };
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    let found = partitions
+                        .into_iter()
+                        .map(|p| (p, lookup(&topic, p)))
+                        .collect();
+                    (topic, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
+                if let Some(group) = group {
+                    for ((topic, partition), committed) in &group.offsets {
+                        by_topic
+                            .entry(topic.clone())
+                            .or_default()
+                            .push((*partition, Some(committed.clone())));
+                    }
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(topic, mut partitions)| {
+                        partitions.sort_by_key(|(p, _)| *p);
+                        (topic, partitions)
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// ListGroups: this shard's groups; the error says whether some are
+    /// still loading.
+    pub fn list(&self) -> (Option<GroupError>, Vec<GroupListing>) {
+        let loading = self.loads.borrow().values().any(|l| *l == Load::Loading);
+        let listings = self
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| g.state() != GroupState::Dead)
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type().unwrap_or("").to_string(),
+                state: g.state(),
+            })
+            .collect();
+        (
+            loading.then_some(GroupError::CoordinatorLoadInProgress),
+            listings,
+        )
+    }
+
+    pub fn describe(&self, shard: &Rc<Shard>, group_id: &str) -> Result<GroupSummary, GroupError> {
+        self.route(shard, group_id)?;
+        let groups = self.groups.borrow();
+        let Some(group) = groups.get(group_id) else {
+            return Ok(GroupSummary {
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            });
+        };
+        let stable = group.state() == GroupState::Stable;
+        let protocol = group.protocol();
+        Ok(GroupSummary {
+            state: group.state(),
+            protocol_type: group.protocol_type().unwrap_or("").to_string(),
+            protocol: if stable {
+                protocol.unwrap_or("").to_string()
+            } else {
+                String::new()
+            },
+            members: group
+                .members()
+                .iter()
+                .map(|m| MemberSummary {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.metadata(protocol)
+                    } else {
+                        bytes::Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        bytes::Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups of one group: only an empty group, with its offsets.
+    pub fn delete(&self, shard: &Rc<Shard>, group_id: &str) -> Result<Option<Durable>, GroupError> {
+        let partition = self.route(shard, group_id)?;
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(GroupError::GroupIdNotFound);
+        };
+        match group.state() {
+            GroupState::Dead => return Err(GroupError::GroupIdNotFound),
+            GroupState::Empty => {}
+            _ => return Err(GroupError::NonEmptyGroup),
+        }
+        let mut records: Vec<Record> = group
+            .offsets
+            .keys()
+            .map(|(topic, p)| tombstone(group_id, Some((topic, *p))))
+            .collect();
+        records.push(tombstone(group_id, None));
+        group.mark_dead(now_ms());
+        groups.remove(group_id);
+        info!(group = %group_id, "group deleted");
+        self.append(shard, partition, records)
+    }
+
+    /// OffsetDelete: removes committed offsets the group no longer reads.
+    #[allow(clippy::type_complexity)]
+    pub fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        topics: Vec<(String, Vec<i32>)>,
+    ) -> Result<
+        (
+            Vec<(String, Vec<(i32, Result<(), GroupError>)>)>,
+            Option<Durable>,
+        ),
+        GroupError,
+    > {
+        let partition = self.route(shard, group_id)?;
+        let mut groups = self.groups.borrow_mut();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(GroupError::GroupIdNotFound);
+        };
+        match group.state() {
+            GroupState::Dead => return Err(GroupError::GroupIdNotFound),
+            GroupState::Empty => {}
+            _ if group.protocol_type() != Some("consumer") => {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            _ => {}
+        }
+        let empty = group.state() == GroupState::Empty;
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(topics.len());
+        for (topic, partitions) in topics {
+            let subscribed = !empty && group.is_subscribed_to(&topic);
+            let mut outcome = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                if subscribed {
+                    outcome.push((p, Err(GroupError::GroupSubscribedToTopic)));
+                    continue;
+                }
+                if group.offsets.remove(&(topic.clone(), p)).is_some() {
+                    records.push(tombstone(group_id, Some((&topic, p))));
+                }
+                outcome.push((p, Ok(())));
+            }
+            results.push((topic, outcome));
+        }
+        let durable = self.append(shard, partition, records)?;
+        Ok((results, durable))
+    }
+
+    /// Runs every group's timers; every retention check interval, expires
+    /// old offsets and removes groups left with nothing.
+    pub fn tick(&self, shard: &Rc<Shard>) {
+        let now = Instant::now();
+        let now_wall = now_ms();
+        let expiry_due = self.last_expiry_check.get().is_none_or(|last| {
+            now.duration_since(last).as_millis()
+                >= u128::try_from(self.config.offsets_retention_check_interval_ms).unwrap_or(0)
+        });
+        if expiry_due {
+            self.last_expiry_check.set(Some(now));
+        }
+        let mut groups = self.groups.borrow_mut();
+        let mut emptied = Vec::new();
+        for group in groups.values_mut() {
+            let Some((partition, _)) = Self::locate(shard, &group.id) else {
+                continue;
+            };
+            group.tick(now, now_wall, &self.config);
+            self.store_if_needed(shard, partition, group);
+            if expiry_due {
+                let records = expire_offsets(group, now_wall, self.config.offsets_retention_ms);
+                if group.state() == GroupState::Empty && group.offsets.is_empty() {
+                    emptied.push(group.id.clone());
+                }
+                if let Err(error) = self.append(shard, partition, records) {
+                    warn!(group = %group.id, %error, "storing expired offsets failed");
+                }
+            }
+        }
+        for group_id in emptied {
+            let Some((partition, _)) = Self::locate(shard, &group_id) else {
+                continue;
+            };
+            if let Some(mut group) = groups.remove(&group_id) {
+                group.mark_dead(now_wall);
+                info!(group = %group_id, "empty group with no offsets removed");
+                if let Err(error) = self.append(shard, partition, vec![tombstone(&group_id, None)])
+                {
+                    warn!(group = %group_id, %error, "storing group removal failed");
+                }
+            }
+        }
+    }
+
+    /// A topic was deleted: its committed offsets go too.
+    pub fn topic_deleted(&self, shard: &Shard, topic: &str) {
+        let mut groups = self.groups.borrow_mut();
+        for group in groups.values_mut() {
+            let removed: Vec<(String, i32)> = group
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .cloned()
+                .collect();
+            if removed.is_empty() {
+                continue;
+            }
+            let Some((partition, _)) = Self::locate(shard, &group.id) else {
+                continue;
+            };
+            let records = removed
+                .iter()
+                .map(|(t, p)| {
+                    group.offsets.remove(&(t.clone(), *p));
+                    tombstone(&group.id, Some((t, *p)))
+                })
+                .collect();
+            if let Err(error) = self.append(shard, partition, records) {
+                warn!(group = %group.id, %error, "storing offsets of a deleted topic failed");
+            }
+        }
+    }
+
+    /// The shard is stopping: every parked request is answered.
+    pub fn unload_all(&self) {
+        for group in self.groups.borrow_mut().values_mut() {
+            group.unload();
+        }
+    }
+}
+
+/// Tombstones for the offsets that outlived `offsets.retention.minutes`
+/// (KIP-211: an empty group's offsets from the time it became empty, a
+/// standalone commit from its commit time), removed from the group.
+fn expire_offsets(group: &mut Group, now_ms: i64, retention_ms: i64) -> Vec<Record> {
+    if group.state() != GroupState::Empty {
+        return Vec::new();
+    }
+    let uses_group_protocol = group.protocol_type().is_some();
+    let became_empty = group.state_since_ms();
+    let expired: Vec<(String, i32)> = group
+        .offsets
+        .iter()
+        .filter(|(_, c)| {
+            let base = if uses_group_protocol {
+                became_empty
+            } else {
+                c.commit_timestamp_ms
+            };
+            base.saturating_add(retention_ms) <= now_ms
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    expired
+        .into_iter()
+        .map(|(topic, partition)| {
+            group.offsets.remove(&(topic.clone(), partition));
+            tombstone(&group.id, Some((&topic, partition)))
+        })
+        .collect()
+}
+
+fn tombstone(group: &str, offset: Option<(&String, i32)>) -> Record {
+    let key = match offset {
+        Some((topic, partition)) => RecordKey::Offset {
+            group: group.to_string(),
+            topic: topic.clone(),
+            partition,
+        },
+        None => RecordKey::Group {
+            group: group.to_string(),
+        },
+    };
+    Record {
+        key: Some(key.encode()),
+        value: None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("the offsets partition is not served by this shard")]
+    NotLocal,
+    #[error("reading the offsets partition: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// Replays one offsets partition into the coordinator; returns the number
+/// of records read.
+async fn load_partition(shard: &Rc<Shard>, partition: i32) -> Result<usize, LoadError> {
+    let log = match shard.partition(OFFSETS_TOPIC, partition) {
+        PartitionLookup::Local(log) => log,
+        _ => return Err(LoadError::NotLocal),
+    };
+    let mut offset = log.log_start_offset();
+    let mut count = 0;
+    loop {
+        let outcome = log.read(offset, LOAD_READ_BYTES).await?;
+        if outcome.batches.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        for batch in &outcome.batches {
+            let Some(header) = BatchHeader::parse(batch) else {
+                continue;
+            };
+            offset = Offset(header.last_offset() + 1);
+            let Some(records) = decode_batch(batch) else {
+                warn!(
+                    partition,
+                    base_offset = header.base_offset,
+                    "skipping an undecodable batch"
+                );
+                continue;
+            };
+            for record in records {
+                let Some(key) = record.key else {
+                    continue;
+                };
+                match RecordKey::decode(key) {
+                    Ok(key) => shard.groups.replay(key, record.value, now),
+                    Err(error) => warn!(partition, %error, "skipping an unreadable record key"),
+                }
+                count += 1;
+            }
+        }
+        if offset >= outcome.high_watermark {
+            break;
+        }
+    }
+    Ok(count)
+}
