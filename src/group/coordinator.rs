@@ -169,6 +169,7 @@ impl Coordinator {
             async move {
                 let started = Instant::now();
                 match load_partition(&shard, partition).await {
+                    Ok(0) => shard.groups.finish_load(partition),
                     Ok(records) => {
                         shard.groups.finish_load(partition);
                         info!(

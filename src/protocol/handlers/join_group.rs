@@ -25,8 +25,9 @@ pub fn start(
     let group_id = request.group_id.0.to_string();
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
-        group_instance_id: request.group_instance_id.map(|i| i.to_string()),
-        require_known_member_id: version >= 4,
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        // KIP-394 applies to dynamic members only.
+        require_known_member_id: version >= 4 && request.group_instance_id.is_none(),
         client_id,
         client_host: format!("/{client_ip}"),
         session_timeout_ms: request.session_timeout_ms,
