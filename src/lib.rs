@@ -9,6 +9,7 @@
 //! `group` the consumer-group coordinator, and `metadata` the cluster view
 //! and its log.
 
+pub mod cli;
 pub mod config;
 pub mod group;
 pub mod metadata;

@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Consumer groups of a running broker: list, describe, delete, reset-offsets.
+    Group(tidelog::cli::group::GroupArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,6 +93,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Group(args) => match tidelog::cli::group::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tidelog group: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
