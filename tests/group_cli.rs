@@ -12,14 +12,13 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 fn group_cli(broker: &Broker, args: &[&str]) -> Output {
-    let output = tidelog_command()
+    tidelog_command()
         .arg("group")
         .arg("--bootstrap-server")
         .arg(broker.bootstrap())
         .args(args)
         .output()
-        .expect("run tidelog group");
-    output
+        .expect("run tidelog group")
 }
 
 fn stdout(output: &Output) -> String {
