@@ -68,6 +68,10 @@ struct ServeArgs {
     /// created (Kafka's offsets.topic.num.partitions).
     #[arg(long, default_value_t = GroupConfig::default().offsets_partitions)]
     offsets_topic_num_partitions: i32,
+    /// Segment size of the __consumer_offsets topic, fixed when it is first
+    /// created (Kafka's offsets.topic.segment.bytes).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_segment_bytes)]
+    offsets_topic_segment_bytes: u64,
     /// How long a new consumer group waits for more members before its
     /// first rebalance (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = GroupConfig::default().initial_rebalance_delay_ms)]
@@ -156,6 +160,11 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
             "--offsets-topic-num-partitions must be at least 1".into(),
         ));
     }
+    if args.offsets_topic_segment_bytes < 14 {
+        return Err(invalid(
+            "--offsets-topic-segment-bytes must be at least 14".into(),
+        ));
+    }
     if args.group_initial_rebalance_delay_ms < 0 {
         return Err(invalid(
             "--group-initial-rebalance-delay-ms must not be negative".into(),
@@ -205,6 +214,7 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         log,
         group: GroupConfig {
             offsets_partitions: args.offsets_topic_num_partitions,
+            offsets_segment_bytes: args.offsets_topic_segment_bytes,
             initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: args.group_min_session_timeout_ms,
             max_session_timeout_ms: args.group_max_session_timeout_ms,

@@ -824,3 +824,101 @@ fn kafka_python_style_standalone_commits_and_list_groups() {
     );
     assert!(fetched.topics.is_empty(), "{fetched:?}");
 }
+
+/// Committed offsets of `group` for `topic` partitions 0..4, over raw
+/// OffsetFetch.
+fn fetch_committed(port: u16, group: &str, topic: &str) -> Vec<i64> {
+    let mut stream = wire::connect(port);
+    let fetched: OffsetFetchResponse = call(
+        &mut stream,
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(group_id(group))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(wire::topic_name(topic))
+                    .with_partition_indexes(vec![0, 1, 2, 3]),
+            ])),
+    );
+    assert_eq!(fetched.error_code, 0, "{fetched:?}");
+    fetched.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect()
+}
+
+#[test]
+fn the_offsets_log_is_compacted_and_replays_the_latest_state() {
+    let mut broker = Broker::start(&[
+        "--offsets-topic-num-partitions",
+        "1",
+        "--offsets-topic-segment-bytes",
+        "16384",
+    ]);
+    broker.create_topic("busy", 4);
+    let port = coordinator_port(&broker, "quiet");
+    let mut stream = wire::connect(port);
+    // One early commit that is never superseded must survive compaction.
+    assert_eq!(
+        commit(&mut stream, "quiet", "", -1, "busy", &[(0, 7)]),
+        vec![0]
+    );
+    for round in 1..=1_500i64 {
+        let offsets: Vec<(i32, i64)> = (0..4).map(|p| (p, round * 10 + i64::from(p))).collect();
+        assert_eq!(
+            commit(&mut stream, "busy-group", "", -1, "busy", &offsets),
+            vec![0; 4]
+        );
+    }
+    let dir = broker.data_dir.join("__consumer_offsets-0");
+    let count_segments = || {
+        std::fs::read_dir(&dir)
+            .expect("offsets partition dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+            })
+            .count()
+    };
+    // ~400 KB of commits in 16 KiB segments: without compaction, 20+.
+    let deadline = Instant::now() + TIMEOUT;
+    while count_segments() > 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{} segments: not compacted\n{}",
+            count_segments(),
+            broker.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let latest: Vec<i64> = (0..4).map(|p| 15_000 + p).collect();
+    assert_eq!(fetch_committed(port, "busy-group", "busy"), latest);
+    assert_eq!(fetch_committed(port, "quiet", "busy")[0], 7);
+
+    broker.sigkill();
+    broker.restart();
+    let port = coordinator_port(&broker, "quiet");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut stream = wire::connect(port);
+        let fetched: OffsetFetchResponse = call(
+            &mut stream,
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(group_id("quiet"))
+                .with_topics(None),
+        );
+        // COORDINATOR_LOAD_IN_PROGRESS (14) until the partition is replayed.
+        if fetched.error_code == 0 {
+            break;
+        }
+        assert_eq!(fetched.error_code, 14, "{fetched:?}");
+        assert!(Instant::now() < deadline, "offsets never loaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fetch_committed(port, "busy-group", "busy"), latest);
+    assert_eq!(fetch_committed(port, "quiet", "busy")[0], 7);
+}

@@ -11,7 +11,7 @@
 //! members are then told to rejoin.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,13 @@ use crate::types::{Offset, now_ms};
 /// How often group timers (session expiry, rebalance timeouts, the
 /// initial rebalance delay) are checked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the offsets partitions are checked for compaction.
+const COMPACTION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An offsets partition with this many segments or more is compacted:
+/// at least two rolled segments of superseded records.
+const COMPACT_AT_SEGMENT_COUNT: usize = 3;
 
 /// Records per stored batch are cut at about this many bytes.
 const STORE_BATCH_BYTES: usize = 256 * 1024;
@@ -90,6 +97,9 @@ pub struct Coordinator {
     /// This shard's offsets partitions that are loaded or loading.
     loads: RefCell<HashMap<i32, Load>>,
     last_expiry_check: Cell<Option<Instant>>,
+    last_compaction_check: Cell<Option<Instant>>,
+    /// Offsets partitions being compacted now.
+    compacting: RefCell<HashSet<i32>>,
 }
 
 impl Coordinator {
@@ -99,6 +109,8 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             loads: RefCell::new(HashMap::new()),
             last_expiry_check: Cell::new(None),
+            last_compaction_check: Cell::new(None),
+            compacting: RefCell::new(HashSet::new()),
         }
     }
 
@@ -686,6 +698,10 @@ impl Coordinator {
             let Some((partition, _)) = Self::locate(shard, &group.id) else {
                 continue;
             };
+            // A partition still loading has a partial view of its groups.
+            if self.loads.borrow().get(&partition) != Some(&Load::Loaded) {
+                continue;
+            }
             group.tick(now, now_wall, &self.config);
             self.store_if_needed(shard, partition, group);
             if expiry_due {
@@ -711,6 +727,117 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Keeps each offsets partition small: once old segments pile up, the
+    /// live state (every group's offsets and membership) is appended again
+    /// and, when durable, every segment before it is deleted. Only whole
+    /// segments of superseded records go, so what a restart replays is the
+    /// same state.
+    pub fn maybe_compact(&self, shard: &Rc<Shard>) {
+        let now = Instant::now();
+        let due = self
+            .last_compaction_check
+            .get()
+            .is_none_or(|last| now.duration_since(last) >= COMPACTION_CHECK_INTERVAL);
+        if !due {
+            return;
+        }
+        self.last_compaction_check.set(Some(now));
+        let loaded: Vec<i32> = self
+            .loads
+            .borrow()
+            .iter()
+            .filter(|(_, load)| **load == Load::Loaded)
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in loaded {
+            if self.compacting.borrow().contains(&partition) {
+                continue;
+            }
+            let log = match shard.partition(OFFSETS_TOPIC, partition) {
+                PartitionLookup::Local(log) => log,
+                _ => continue,
+            };
+            if log.segment_count() < COMPACT_AT_SEGMENT_COUNT {
+                continue;
+            }
+            let snapshot_start = log.log_end_offset();
+            let records = self.snapshot(shard, partition);
+            let durable = match self.append(shard, partition, records) {
+                Ok(durable) => durable,
+                Err(error) => {
+                    warn!(partition, %error, "compacting consumer offsets failed");
+                    continue;
+                }
+            };
+            self.compacting.borrow_mut().insert(partition);
+            let shard = shard.clone();
+            glommio::spawn_local(
+                async move {
+                    let stored = match &durable {
+                        Some(d) => shard.commit.wait_durable(&d.log, d.end).await,
+                        None => Ok(()),
+                    };
+                    match stored {
+                        Ok(()) => match log.delete_segments_before(snapshot_start).await {
+                            Ok(deleted) => info!(
+                                partition,
+                                deleted,
+                                log_start = log.log_start_offset().0,
+                                "consumer offsets compacted"
+                            ),
+                            Err(error) => {
+                                warn!(partition, %error, "deleting compacted segments failed")
+                            }
+                        },
+                        Err(error) => {
+                            warn!(partition, %error, "compacting consumer offsets failed")
+                        }
+                    }
+                    shard.groups.compacting.borrow_mut().remove(&partition);
+                }
+                .in_current_span(),
+            )
+            .detach();
+        }
+    }
+
+    /// The live records of one offsets partition: each group's committed
+    /// offsets, and the membership of stable and empty groups.
+    fn snapshot(&self, shard: &Shard, partition: i32) -> Vec<Record> {
+        let mut records = Vec::new();
+        for group in self.groups.borrow().values() {
+            if Self::locate(shard, &group.id).map(|(p, _)| p) != Some(partition) {
+                continue;
+            }
+            let settled = matches!(group.state(), GroupState::Stable | GroupState::Empty);
+            if settled && (group.generation() > 0 || !group.members().is_empty()) {
+                records.push(Record {
+                    key: Some(
+                        RecordKey::Group {
+                            group: group.id.clone(),
+                        }
+                        .encode(),
+                    ),
+                    value: Some(group.stored_value().encode()),
+                });
+            }
+            for ((topic, p), committed) in &group.offsets {
+                records.push(Record {
+                    key: Some(
+                        RecordKey::Offset {
+                            group: group.id.clone(),
+                            topic: topic.clone(),
+                            partition: *p,
+                        }
+                        .encode(),
+                    ),
+                    value: Some(OffsetValue::from(committed).encode()),
+                });
+            }
+        }
+        records
     }
 
     /// A topic was deleted: its committed offsets go too.

@@ -293,6 +293,7 @@ async fn run_group_timers(shard: Rc<Shard>) {
     while !shard.is_shutting_down() {
         glommio::timer::sleep(crate::group::coordinator::TICK_INTERVAL).await;
         shard.groups.tick(&shard);
+        shard.groups.maybe_compact(&shard);
     }
 }
 

@@ -604,6 +604,87 @@ impl PartitionLog {
         })
     }
 
+    /// How many segments the log has (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Deletes the oldest segments whose every offset is below `offset`:
+    /// only closed, trimmed, fully durable ones with their index files
+    /// written, oldest first, never the active segment. The log then starts
+    /// at the first remaining segment. Returns how many were deleted.
+    ///
+    /// Files go index files first, then the `.log`, then the directory is
+    /// synced: a crash part-way leaves a log that starts later, never a
+    /// hole, and recovery rebuilds any index it lacks.
+    pub async fn delete_segments_before(&self, offset: Offset) -> Result<usize, StorageError> {
+        let doomed: Vec<Segment> = {
+            let mut state = self.state.borrow_mut();
+            let mut doomed = Vec::new();
+            while state.segments.len() > 1 {
+                let Some(first) = state.segments.values().next() else {
+                    break;
+                };
+                let deletable = first.closed
+                    && first.trimmed
+                    && first.indexes_written
+                    && first.staged.is_empty()
+                    && first.durable_bytes == first.size_bytes
+                    && first.next_offset <= offset
+                    && first.next_offset <= state.high_watermark;
+                if !deletable {
+                    break;
+                }
+                if let Some((_, segment)) = state.segments.pop_first() {
+                    doomed.push(segment);
+                }
+            }
+            if let Some(first) = state.segments.keys().next().copied() {
+                state.log_start = state.log_start.max(first);
+            }
+            let log_start = state.log_start;
+            while state
+                .tail
+                .front()
+                .is_some_and(|batch| batch.last_offset < log_start)
+            {
+                if let Some(batch) = state.tail.pop_front() {
+                    let used = self
+                        .cache
+                        .used_bytes
+                        .get()
+                        .saturating_sub(batch.bytes.len());
+                    self.cache.used_bytes.set(used);
+                }
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let count = doomed.len();
+        let paths: Vec<PathBuf> = doomed
+            .iter()
+            .flat_map(|s| [s.index_path(), s.time_index_path(), s.log_path.clone()])
+            .collect();
+        // Reads in flight keep their own handles on the files.
+        drop(doomed);
+        glommio::executor()
+            .spawn_blocking(move || {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StorageError::io("removing", path)(e)),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        sync_dir(&self.dir).await?;
+        Ok(count)
+    }
+
     fn has_untrimmed_segments(&self) -> bool {
         self.state
             .borrow()
@@ -939,6 +1020,51 @@ mod tests {
             fill(&log, 5, 5_000).await;
             assert_eq!(log.high_watermark(), Offset(90));
             assert_eq!(read_all(&log).await.len(), 45);
+        });
+    }
+
+    #[test]
+    fn old_segments_are_deleted_as_a_prefix_and_stay_deleted() {
+        run(|dir| async move {
+            let log = open(&dir, small_segments()).await;
+            fill(&log, 40, 1_000).await;
+            let before = log.segment_count();
+            assert!(before >= 4, "{before} segments");
+            // Nothing below the first segment's end: nothing goes.
+            assert_eq!(
+                log.delete_segments_before(Offset(1)).await.expect("delete"),
+                0
+            );
+            let deleted = log
+                .delete_segments_before(Offset(40))
+                .await
+                .expect("delete");
+            assert!(deleted >= 1, "some segments wholly below 40");
+            let start = log.log_start_offset();
+            assert!(start > Offset(0) && start <= Offset(40), "{start:?}");
+            assert_eq!(log.segment_count(), before - deleted);
+            assert!(matches!(
+                log.read(Offset(0), 1 << 20).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            let rest = read_all(&log).await;
+            assert_eq!(rest.first().copied(), Some(start.0));
+            assert_eq!(rest.last().copied(), Some(78));
+            // The active segment always stays.
+            log.delete_segments_before(Offset(1_000))
+                .await
+                .expect("delete");
+            assert!(log.segment_count() >= 1);
+            let start = log.log_start_offset();
+            log.close().await.expect("close");
+            drop(log);
+            let log = open(&dir, small_segments()).await;
+            assert_eq!(
+                log.log_start_offset(),
+                start,
+                "the deletion survives a restart"
+            );
+            assert_eq!(log.log_end_offset(), Offset(80));
         });
     }
 
