@@ -82,6 +82,12 @@ struct ServeArgs {
     /// Largest session timeout a group member may ask for (Kafka's group.max.session.timeout.ms).
     #[arg(long, default_value_t = GroupConfig::default().max_session_timeout_ms)]
     group_max_session_timeout_ms: i32,
+    /// Session timeout of consumer-protocol (KIP-848) group members (Kafka's group.consumer.session.timeout.ms).
+    #[arg(long, default_value_t = GroupConfig::default().consumer_session_timeout_ms)]
+    group_consumer_session_timeout_ms: i32,
+    /// Heartbeat interval told to consumer-protocol (KIP-848) group members (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(long, default_value_t = GroupConfig::default().consumer_heartbeat_interval_ms)]
+    group_consumer_heartbeat_interval_ms: i32,
     /// How long an empty group's committed offsets are kept (Kafka's offsets.retention.minutes).
     #[arg(long, default_value_t = GroupConfig::default().offsets_retention_ms / 60_000)]
     offsets_retention_minutes: i64,
@@ -177,6 +183,13 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
             "--group-min-session-timeout-ms must be at least 1 and at most --group-max-session-timeout-ms".into(),
         ));
     }
+    if args.group_consumer_heartbeat_interval_ms < 1
+        || args.group_consumer_session_timeout_ms <= args.group_consumer_heartbeat_interval_ms
+    {
+        return Err(invalid(
+            "--group-consumer-heartbeat-interval-ms must be at least 1 and below --group-consumer-session-timeout-ms".into(),
+        ));
+    }
     if args.offsets_retention_minutes < 1 || args.offsets_retention_check_interval_ms < 1 {
         return Err(invalid(
             "--offsets-retention-minutes and --offsets-retention-check-interval-ms must be at least 1".into(),
@@ -215,6 +228,8 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         group: GroupConfig {
             offsets_partitions: args.offsets_topic_num_partitions,
             offsets_segment_bytes: args.offsets_topic_segment_bytes,
+            consumer_session_timeout_ms: args.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: args.group_consumer_heartbeat_interval_ms,
             initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
             min_session_timeout_ms: args.group_min_session_timeout_ms,
             max_session_timeout_ms: args.group_max_session_timeout_ms,

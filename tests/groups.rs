@@ -922,3 +922,82 @@ fn the_offsets_log_is_compacted_and_replays_the_latest_state() {
     assert_eq!(fetch_committed(port, "busy-group", "busy"), latest);
     assert_eq!(fetch_committed(port, "quiet", "busy")[0], 7);
 }
+
+/// A KafkaConsumer on KIP-848's protocol: the broker assigns.
+fn kip848_consumer(broker: &Broker, group: &str) -> (GroupConsumer, Events) {
+    let events = Events::default();
+    let consumer: GroupConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "100")
+        .set("socket.timeout.ms", "10000")
+        .create_with_context(events.clone())
+        .expect("consumer");
+    (consumer, events)
+}
+
+#[test]
+fn the_consumer_protocol_assigns_on_the_broker_and_moves_partitions_safely() {
+    let broker = Broker::start(&["--group-consumer-heartbeat-interval-ms", "300"]);
+    broker.create_topic("kip848", 6);
+    let (first, _) = kip848_consumer(&broker, "next-gen");
+    first.subscribe(&["kip848"]).expect("subscribe");
+    wait_for_assignment(&[&first], 6, &broker);
+    let (second, _) = kip848_consumer(&broker, "next-gen");
+    second.subscribe(&["kip848"]).expect("subscribe");
+    wait_for_assignment(&[&first, &second], 6, &broker);
+    let owners = [assigned(&first), assigned(&second)];
+    assert_eq!(owners[0].len(), 3, "{owners:?}");
+
+    let placed = produce_keyed(&broker, "kip848", 3_000);
+    let seen = consume_group(&[&first, &second], 3_000, TIMEOUT * 2);
+    let mut values = BTreeSet::new();
+    for (index, records) in seen.iter().enumerate() {
+        for (partition, _, value) in records {
+            assert!(owners[index].contains(partition), "member {index} read {partition}");
+            assert!(values.insert(value.clone()), "{value} twice");
+        }
+    }
+    commit_processed(&first);
+    commit_processed(&second);
+    assert_eq!(committed(&broker, "next-gen", "kip848", 6), end_offsets(&placed));
+
+    // The group is listed as a consumer-protocol group and described.
+    let port = coordinator_port(&broker, "next-gen");
+    let mut stream = wire::connect(port);
+    let described: ConsumerGroupDescribeResponse = call(
+        &mut stream,
+        ApiKey::ConsumerGroupDescribe,
+        1,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id("next-gen")]),
+    );
+    let group = &described.groups[0];
+    assert_eq!(group.error_code, 0, "{group:?}");
+    assert_eq!(group.group_state.as_str(), "Stable");
+    assert_eq!(group.members.len(), 2);
+    let listed: ListGroupsResponse = call(
+        &mut stream,
+        ApiKey::ListGroups,
+        5,
+        &ListGroupsRequest::default().with_types_filter(vec![s("consumer")]),
+    );
+    assert!(
+        listed.groups.iter().any(|g| g.group_id.0.as_str() == "next-gen"
+            && g.group_type.as_str() == "consumer"),
+        "{listed:?}"
+    );
+
+    // One member leaves: the other takes over everything, from the commits.
+    drop(second);
+    wait_for_assignment(&[&first], 6, &broker);
+    let more = produce_keyed(&broker, "kip848", 600);
+    let seen = consume_group(&[&first], 600, TIMEOUT * 2);
+    let got: BTreeSet<(i32, i64)> = seen[0].iter().map(|(p, o, _)| (*p, *o)).collect();
+    let expected: BTreeSet<(i32, i64)> = more.iter().copied().collect();
+    assert_eq!(got, expected, "resumed exactly after the commits");
+}

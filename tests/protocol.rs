@@ -153,6 +153,18 @@ fn answers_default_request(port: u16, api: ApiKey, version: i16) -> Result<(), S
             version,
             OffsetDeleteRequest::default(),
         ),
+        ApiKey::ConsumerGroupHeartbeat => round_trip::<_, ConsumerGroupHeartbeatResponse>(
+            port,
+            api,
+            version,
+            ConsumerGroupHeartbeatRequest::default(),
+        ),
+        ApiKey::ConsumerGroupDescribe => round_trip::<_, ConsumerGroupDescribeResponse>(
+            port,
+            api,
+            version,
+            ConsumerGroupDescribeRequest::default(),
+        ),
         other => Err(format!("advertised, but this test does not know {other:?}")),
     }
 }

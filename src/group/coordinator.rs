@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, info, warn};
 
+use super::consumer::{ConsumerGroup, Heartbeat, HeartbeatOutcome, JOIN_EPOCH, TopicCounts};
 use super::offset_record::{GroupValue, OffsetValue, RecordKey};
 use super::state::{
     Committed, Group, GroupState, JoinOutcome, JoinRequest, Leaving, Reply, SyncOutcome,
@@ -60,7 +61,7 @@ pub struct Durable {
 
 /// A group as DescribeGroups shows it.
 pub struct GroupSummary {
-    pub state: GroupState,
+    pub state: &'static str,
     pub protocol_type: String,
     pub protocol: String,
     pub members: Vec<MemberSummary>,
@@ -79,7 +80,8 @@ pub struct MemberSummary {
 pub struct GroupListing {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
+    pub state: &'static str,
+    pub group_type: &'static str,
 }
 
 /// One partition's commit, as asked.
@@ -554,7 +556,8 @@ impl Coordinator {
             .map(|g| GroupListing {
                 group_id: g.id.clone(),
                 protocol_type: g.protocol_type().unwrap_or("").to_string(),
-                state: g.state(),
+                state: g.state_name(),
+                group_type: g.group_type(),
             })
             .collect();
         (
@@ -568,16 +571,35 @@ impl Coordinator {
         let groups = self.groups.borrow();
         let Some(group) = groups.get(group_id) else {
             return Ok(GroupSummary {
-                state: GroupState::Dead,
+                state: GroupState::Dead.name(),
                 protocol_type: String::new(),
                 protocol: String::new(),
                 members: Vec::new(),
             });
         };
+        if let Some(consumer) = &group.consumer {
+            return Ok(GroupSummary {
+                state: group.state_name(),
+                protocol_type: "consumer".into(),
+                protocol: String::new(),
+                members: consumer
+                    .members
+                    .values()
+                    .map(|m| MemberSummary {
+                        member_id: m.id.clone(),
+                        group_instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: bytes::Bytes::new(),
+                        assignment: bytes::Bytes::new(),
+                    })
+                    .collect(),
+            });
+        }
         let stable = group.state() == GroupState::Stable;
         let protocol = group.protocol();
         Ok(GroupSummary {
-            state: group.state(),
+            state: group.state_name(),
             protocol_type: group.protocol_type().unwrap_or("").to_string(),
             protocol: if stable {
                 protocol.unwrap_or("").to_string()
@@ -659,10 +681,11 @@ impl Coordinator {
             _ => {}
         }
         let empty = group.state() == GroupState::Empty;
+        let topics_now = topic_counts(shard);
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(topics.len());
         for (topic, partitions) in topics {
-            let subscribed = !empty && group.is_subscribed_to(&topic);
+            let subscribed = !empty && group.is_subscribed_to(&topic, &topics_now);
             let mut outcome = Vec::with_capacity(partitions.len());
             for p in partitions {
                 if subscribed {
@@ -694,6 +717,7 @@ impl Coordinator {
         }
         let mut groups = self.groups.borrow_mut();
         let mut emptied = Vec::new();
+        let mut consumer_topics: Option<TopicCounts> = None;
         for group in groups.values_mut() {
             let Some((partition, _)) = Self::locate(shard, &group.id) else {
                 continue;
@@ -702,8 +726,21 @@ impl Coordinator {
             if self.loads.borrow().get(&partition) != Some(&Load::Loaded) {
                 continue;
             }
-            group.tick(now, now_wall, &self.config);
-            self.store_if_needed(shard, partition, group);
+            match &mut group.consumer {
+                Some(consumer) => {
+                    if !consumer.members.is_empty() {
+                        let topics = consumer_topics.get_or_insert_with(|| topic_counts(shard));
+                        let session = Duration::from_millis(
+                            u64::try_from(self.config.consumer_session_timeout_ms).unwrap_or(0),
+                        );
+                        consumer.tick(now, session, topics);
+                    }
+                }
+                None => {
+                    group.tick(now, now_wall, &self.config);
+                    self.store_if_needed(shard, partition, group);
+                }
+            }
             if expiry_due {
                 let records = expire_offsets(group, now_wall, self.config.offsets_retention_ms);
                 if group.state() == GroupState::Empty && group.offsets.is_empty() {
@@ -727,6 +764,53 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848): joins, keeps alive, reconciles or
+    /// removes a member of a consumer-protocol group.
+    pub fn consumer_heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        request: Heartbeat,
+    ) -> Result<HeartbeatOutcome, GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        self.route(shard, group_id)?;
+        let topics = topic_counts(shard);
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(group_id) {
+            if request.member_epoch != JOIN_EPOCH {
+                return Err(GroupError::UnknownMemberId);
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+        }
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        if group.consumer.is_none() {
+            if group.state() != GroupState::Empty {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            // An empty classic group (or one with only offsets) switches.
+            group.consumer = Some(ConsumerGroup::default());
+        }
+        let Some(consumer) = group.consumer.as_mut() else {
+            return Err(GroupError::GroupIdNotFound);
+        };
+        consumer.heartbeat(request, &topics, Instant::now())
+    }
+
+    /// Runs `inspect` on a group this shard coordinates (`None`: unknown).
+    pub fn inspect<R>(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: &str,
+        inspect: impl FnOnce(Option<&Group>) -> R,
+    ) -> Result<R, GroupError> {
+        self.route(shard, group_id)?;
+        Ok(inspect(self.groups.borrow().get(group_id)))
     }
 
     /// Keeps each offsets partition small: once old segments pile up, the
@@ -875,6 +959,16 @@ impl Coordinator {
             group.unload();
         }
     }
+}
+
+/// Partition counts of every user topic (internal ones left out).
+pub fn topic_counts(shard: &Shard) -> TopicCounts {
+    shard
+        .cluster()
+        .topics()
+        .filter(|t| !t.name.starts_with("__"))
+        .map(|t| (t.name.clone(), t.partition_count()))
+        .collect()
 }
 
 /// Tombstones for the offsets that outlived `offsets.retention.minutes`

@@ -15,6 +15,7 @@
 //! - `coordinator`: a shard's groups, their storage, timers, and loading.
 //! - `offset_record`: the stored records, in Kafka's format.
 
+pub mod consumer;
 pub mod coordinator;
 pub mod offset_record;
 pub mod state;
@@ -27,6 +28,10 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Broker-wide group settings (Kafka's names in the docs).
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups)
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups)
+    pub consumer_heartbeat_interval_ms: i32,
     /// `group.min.session.timeout.ms`
     pub min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`
@@ -52,6 +57,8 @@ pub struct GroupConfig {
 impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
@@ -105,6 +112,16 @@ pub enum GroupError {
     GroupSubscribedToTopic,
     #[error("storing the group's records failed: {0}")]
     Storage(String),
+    #[error("the member epoch is fenced: abandon every partition and rejoin")]
+    FencedMemberEpoch,
+    #[error("the member epoch is stale: retry with the epoch of the latest heartbeat")]
+    StaleMemberEpoch,
+    #[error("the server assignor {0:?} is not supported (uniform, range)")]
+    UnsupportedAssignor(String),
+    #[error("the subscription regex {0:?} is not valid")]
+    InvalidRegularExpression(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 /// Java's `String.hashCode` (over UTF-16 code units), as Kafka hashes

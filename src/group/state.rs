@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::consumer::{ConsumerGroup, TopicCounts};
 use super::offset_record::{GroupValue, OffsetValue, StoredMember};
 use super::{GroupConfig, GroupError};
 use crate::shard::oneshot;
@@ -272,6 +273,9 @@ pub struct Group {
     /// The membership changed in a way that is stored (the group became
     /// stable or empty); the coordinator writes it and clears this.
     pub store_needed: bool,
+    /// Set while the group runs KIP-848's consumer protocol instead of the
+    /// classic one (an empty group may switch either way).
+    pub consumer: Option<ConsumerGroup>,
 }
 
 impl Group {
@@ -292,11 +296,35 @@ impl Group {
             sync_deadline: None,
             offsets: HashMap::new(),
             store_needed: false,
+            consumer: None,
         }
     }
 
+    /// The classic state; a consumer-protocol group is Empty or Stable
+    /// (see [`Group::state_name`] for its own states).
     pub fn state(&self) -> GroupState {
-        self.state
+        match &self.consumer {
+            Some(consumer) if consumer.members.is_empty() => GroupState::Empty,
+            Some(_) => GroupState::Stable,
+            None => self.state,
+        }
+    }
+
+    /// The state as ListGroups and DescribeGroups name it.
+    pub fn state_name(&self) -> &'static str {
+        match &self.consumer {
+            Some(consumer) => consumer.state_name(),
+            None => self.state.name(),
+        }
+    }
+
+    /// "consumer" for KIP-848 groups, "classic" otherwise.
+    pub fn group_type(&self) -> &'static str {
+        if self.consumer.is_some() {
+            "consumer"
+        } else {
+            "classic"
+        }
     }
 
     pub fn state_since_ms(&self) -> i64 {
@@ -308,6 +336,9 @@ impl Group {
     }
 
     pub fn protocol_type(&self) -> Option<&str> {
+        if self.consumer.is_some() {
+            return Some("consumer");
+        }
         self.protocol_type.as_deref()
     }
 
@@ -463,6 +494,14 @@ impl Group {
         let error = |e| Reply::Now(JoinOutcome::error(&request.member_id, e));
         if self.state == GroupState::Dead {
             return error(GroupError::CoordinatorNotAvailable);
+        }
+        match &self.consumer {
+            Some(consumer) if !consumer.members.is_empty() => {
+                return error(GroupError::InconsistentGroupProtocol);
+            }
+            // An empty consumer-protocol group becomes a classic one.
+            Some(_) => self.consumer = None,
+            None => {}
         }
         if !self.supports_protocols(&request.protocol_type, &request.protocols) {
             return error(GroupError::InconsistentGroupProtocol);
@@ -1054,6 +1093,9 @@ impl Group {
         if self.state == GroupState::Dead {
             return Err(GroupError::CoordinatorNotAvailable);
         }
+        if let Some(consumer) = &self.consumer {
+            return consumer.check_commit(member_id, generation_id);
+        }
         if self.is_static_member_fenced(member_id, instance_id) {
             return Err(GroupError::FencedInstanceId);
         }
@@ -1073,7 +1115,10 @@ impl Group {
 
     /// Whether a member's subscription names `topic` (for OffsetDelete):
     /// only consumer-protocol groups are understood; others never match.
-    pub fn is_subscribed_to(&self, topic: &str) -> bool {
+    pub fn is_subscribed_to(&self, topic: &str, topics: &TopicCounts) -> bool {
+        if let Some(consumer) = &self.consumer {
+            return consumer.is_subscribed_to(topic, topics);
+        }
         if self.protocol_type.as_deref() != Some("consumer") {
             return false;
         }

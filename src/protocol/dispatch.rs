@@ -140,6 +140,15 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request, client_ip: IpAddr) -> Pendi
             let pending = handlers::offset_delete::start(&shard, request);
             Box::pin(async move { respond(ResponseKind::OffsetDelete(pending.await)) })
         }
+        RequestKind::ConsumerGroupHeartbeat(request) => {
+            let response =
+                handlers::consumer_group_heartbeat::handle(&shard, request, client_id, client_ip);
+            Box::pin(async move { respond(ResponseKind::ConsumerGroupHeartbeat(response)) })
+        }
+        RequestKind::ConsumerGroupDescribe(request) => {
+            let response = handlers::consumer_group_describe::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::ConsumerGroupDescribe(response)) })
+        }
         // The codec only lets through APIs listed in `versions::SUPPORTED`.
         _ => Box::pin(async move { Err(ProtocolError::UnsupportedVersion { api, version }) }),
     }
@@ -385,6 +394,19 @@ mod tests {
                                 offset_delete_request::OffsetDeleteRequestPartition::default(),
                             ]),
                     ]),
+            ),
+            ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("kip848")))
+                    .with_member_id(StrBytes::from_string(format!("member-{version}")))
+                    .with_rebalance_timeout_ms(30_000)
+                    .with_subscribed_topic_names(Some(vec![t()])),
+            ),
+            ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+                    GroupId(StrBytes::from_static_str("kip848")),
+                    GroupId(StrBytes::from_static_str("g0")),
+                ]),
             ),
             other => panic!("no test request for {other:?}"),
         }

@@ -50,7 +50,7 @@ pub fn handle(
                         })
                         .collect();
                     described
-                        .with_group_state(str_bytes(summary.state.name()))
+                        .with_group_state(str_bytes(summary.state))
                         .with_protocol_type(str_bytes(summary.protocol_type))
                         .with_protocol_data(str_bytes(summary.protocol))
                         .with_members(members)

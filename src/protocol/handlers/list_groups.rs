@@ -9,10 +9,6 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use super::{group_code, str_bytes};
 use crate::shard::Shard;
 
-/// Every group is a classic group (KIP-848's "consumer" type is not
-/// served yet).
-const GROUP_TYPE: &str = "classic";
-
 pub fn handle(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let (error, listings) = shard.groups.list();
     let wanted_state = |state: &str| {
@@ -22,20 +18,22 @@ pub fn handle(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16) -> Li
                 .iter()
                 .any(|s| s.as_str().eq_ignore_ascii_case(state))
     };
-    let wanted_type = request.types_filter.is_empty()
-        || request
-            .types_filter
-            .iter()
-            .any(|t| t.as_str().eq_ignore_ascii_case(GROUP_TYPE));
+    let wanted_type = |group_type: &str| {
+        request.types_filter.is_empty()
+            || request
+                .types_filter
+                .iter()
+                .any(|t| t.as_str().eq_ignore_ascii_case(group_type))
+    };
     let groups = listings
         .into_iter()
-        .filter(|g| wanted_type && wanted_state(g.state.name()))
+        .filter(|g| wanted_type(g.group_type) && wanted_state(g.state))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))
                 .with_protocol_type(str_bytes(g.protocol_type))
-                .with_group_state(str_bytes(if version >= 4 { g.state.name() } else { "" }))
-                .with_group_type(str_bytes(if version >= 5 { GROUP_TYPE } else { "" }))
+                .with_group_state(str_bytes(if version >= 4 { g.state } else { "" }))
+                .with_group_type(str_bytes(if version >= 5 { g.group_type } else { "" }))
         })
         .collect();
     ListGroupsResponse::default()

@@ -2,6 +2,8 @@
 //! codes here, at the boundary, and nowhere else.
 
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -99,6 +101,11 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         // Kafka answers a failed append to the offsets log this way: the
         // client retries, possibly elsewhere.
         GroupError::Storage(_) => ResponseError::CoordinatorNotAvailable,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
     }
 }
 
