@@ -959,13 +959,19 @@ fn the_consumer_protocol_assigns_on_the_broker_and_moves_partitions_safely() {
     let mut values = BTreeSet::new();
     for (index, records) in seen.iter().enumerate() {
         for (partition, _, value) in records {
-            assert!(owners[index].contains(partition), "member {index} read {partition}");
+            assert!(
+                owners[index].contains(partition),
+                "member {index} read {partition}"
+            );
             assert!(values.insert(value.clone()), "{value} twice");
         }
     }
     commit_processed(&first);
     commit_processed(&second);
-    assert_eq!(committed(&broker, "next-gen", "kip848", 6), end_offsets(&placed));
+    assert_eq!(
+        committed(&broker, "next-gen", "kip848", 6),
+        end_offsets(&placed)
+    );
 
     // The group is listed as a consumer-protocol group and described.
     let port = coordinator_port(&broker, "next-gen");
@@ -987,8 +993,10 @@ fn the_consumer_protocol_assigns_on_the_broker_and_moves_partitions_safely() {
         &ListGroupsRequest::default().with_types_filter(vec![s("consumer")]),
     );
     assert!(
-        listed.groups.iter().any(|g| g.group_id.0.as_str() == "next-gen"
-            && g.group_type.as_str() == "consumer"),
+        listed
+            .groups
+            .iter()
+            .any(|g| g.group_id.0.as_str() == "next-gen" && g.group_type.as_str() == "consumer"),
         "{listed:?}"
     );
 
@@ -1000,4 +1008,48 @@ fn the_consumer_protocol_assigns_on_the_broker_and_moves_partitions_safely() {
     let got: BTreeSet<(i32, i64)> = seen[0].iter().map(|(p, o, _)| (*p, *o)).collect();
     let expected: BTreeSet<(i32, i64)> = more.iter().copied().collect();
     assert_eq!(got, expected, "resumed exactly after the commits");
+}
+
+#[test]
+fn the_offsets_topic_is_internal() {
+    let broker = Broker::start(&[]);
+    coordinator_port(&broker, "creates-the-topic");
+    let consumer = broker.consumer(&[]);
+    let metadata = consumer
+        .fetch_metadata(Some("__consumer_offsets"), TIMEOUT)
+        .expect("metadata");
+    assert_eq!(metadata.topics()[0].partitions().len(), 50);
+    // Clients cannot write to it, delete it or grow it.
+    let leader = broker.leaders("__consumer_offsets")[&0];
+    let mut stream = wire::connect(broker.shard_port(leader as usize));
+    let (code, _) = wire::produce(
+        &mut stream,
+        "__consumer_offsets",
+        0,
+        wire::batch(1, 10).freeze(),
+    );
+    assert_eq!(code, 17, "INVALID_TOPIC_EXCEPTION");
+    let mut admin = wire::connect(broker.port);
+    let deleted: DeleteTopicsResponse = call(
+        &mut admin,
+        ApiKey::DeleteTopics,
+        4,
+        &DeleteTopicsRequest::default()
+            .with_topic_names(vec![wire::topic_name("__consumer_offsets")])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(deleted.responses[0].error_code, 17);
+    let grown: CreatePartitionsResponse = call(
+        &mut admin,
+        ApiKey::CreatePartitions,
+        2,
+        &CreatePartitionsRequest::default()
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(wire::topic_name("__consumer_offsets"))
+                    .with_count(60),
+            ])
+            .with_timeout_ms(10_000),
+    );
+    assert_eq!(grown.results[0].error_code, 17);
 }

@@ -309,6 +309,7 @@ impl Shard {
         assignment: Option<Vec<i32>>,
         validate_only: bool,
     ) -> Result<u128, AdminError> {
+        refuse_internal(name)?;
         let (current, topic_id) = match self.cluster.borrow().topic(name) {
             Some(topic) => (topic.partition_count(), topic.topic_id),
             None => {
@@ -353,6 +354,7 @@ impl Shard {
     }
 
     async fn delete_topic(self: &Rc<Self>, name: &str) -> Result<u128, AdminError> {
+        refuse_internal(name)?;
         let topic_id = match self.cluster.borrow().topic(name) {
             Some(topic) => topic.topic_id,
             None => {
@@ -488,6 +490,19 @@ impl Shard {
             }
         }
     }
+}
+
+/// The offsets topic holds every group's committed offsets, and its
+/// partition count decides where each group lives: it is neither deleted
+/// nor grown by clients.
+fn refuse_internal(name: &str) -> Result<(), AdminError> {
+    if name == OFFSETS_TOPIC {
+        return Err(AdminError::new(
+            ResponseError::InvalidTopicException,
+            format!("Topic {name} is an internal topic of the group coordinator."),
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka's topic name rules.
