@@ -1072,3 +1072,51 @@ async fn load_partition(shard: &Rc<Shard>, partition: i32) -> Result<usize, Load
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed_at(ms: i64) -> Committed {
+        Committed {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: ms,
+        }
+    }
+
+    #[test]
+    fn offsets_expire_per_kip_211() {
+        let retention = 1_000;
+        // A standalone group (no protocol): each offset from its commit.
+        let mut standalone = Group::new("solo", 0);
+        standalone.offsets.insert(("t".into(), 0), committed_at(100));
+        standalone.offsets.insert(("t".into(), 1), committed_at(900));
+        assert!(expire_offsets(&mut standalone, 1_099, retention).is_empty());
+        let expired = expire_offsets(&mut standalone, 1_100, retention);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].value, None, "a tombstone");
+        assert_eq!(standalone.offsets.len(), 1);
+        assert_eq!(expire_offsets(&mut standalone, 1_900, retention).len(), 1);
+        assert!(standalone.offsets.is_empty());
+
+        // A group that ran the protocol: all of its offsets from the moment
+        // it became empty, however old the commits.
+        let mut group = Group::new("g", 0);
+        group.restore(
+            GroupValue {
+                protocol_type: "consumer".into(),
+                generation: 3,
+                protocol: None,
+                leader: None,
+                current_state_timestamp_ms: 5_000,
+                members: Vec::new(),
+            },
+            Instant::now(),
+        );
+        group.offsets.insert(("t".into(), 0), committed_at(10));
+        assert!(expire_offsets(&mut group, 5_999, retention).is_empty());
+        assert_eq!(expire_offsets(&mut group, 6_000, retention).len(), 1);
+    }
+}
