@@ -46,6 +46,8 @@
 #   noautocreate   the suite's "noautocreate" scenario: against a tidelog
 #                  started with --auto-create-topics false
 #   cores=N        against a tidelog with N shards (N brokers) instead of 2
+#   consumer-protocol  the suite's consumers use KIP-848's protocol
+#                  (group.protocol=consumer) instead of the classic one
 #   subtests=TEXT  only the sub-tests whose name contains TEXT (the rest of
 #                  the line; may hold spaces); one of them must pass
 set -euo pipefail
@@ -256,7 +258,7 @@ summary_rows() {
 
 run_line() {
     local setup="$1" index="$2" test="$3" modes="$4"
-    local args=(-p1 -E -K -V "$KAFKA_VERSION") scenario="${setup%-*}" subtests="" mode
+    local args=(-p1 -E -K -V "$KAFKA_VERSION") scenario="${setup%-*}" subtests="" mode protocol=""
     case "$modes" in
         *subtests=*) subtests="${modes#*subtests=}"; modes="${modes%%subtests=*}" ;;
     esac
@@ -264,6 +266,7 @@ run_line() {
         case "$mode" in
             local) args+=(-l) ;;
             quick) args+=(-Q) ;;
+            consumer-protocol) protocol=consumer ;;
             noautocreate | cores=[0-9]*) ;; # the set-up
             *) echo "FAIL $test: unknown mode '$mode' in $ALLOW"; return 1 ;;
         esac
@@ -290,6 +293,7 @@ run_line() {
             export LD_LIBRARY_PATH="$BUILD/src/src:$BUILD/src/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
             export TESTS="$test" TEST_KAFKA_VERSION="$KAFKA_VERSION" RDKAFKA_TEST_CONF="$RUN_DIR/test.conf"
             if [ -n "$subtests" ]; then export SUBTESTS="$subtests"; else unset SUBTESTS; fi
+            if [ -n "$protocol" ]; then export TEST_CONSUMER_GROUP_PROTOCOL="$protocol"; else unset TEST_CONSUMER_GROUP_PROTOCOL; fi
             exec timeout --kill-after=10 "$limit" stdbuf -oL -eL ./test-runner "${args[@]}"
         ) >"$log" 2>&1 &
         pid=$!

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 
 use tidelog::config::{
-    BrokerConfig, SOCKET_REQUEST_MAX_BYTES_DEFAULT, TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+    BrokerConfig, RETENTION_CHECK_INTERVAL_MS_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+    TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
 };
 use tidelog::group::GroupConfig;
 use tidelog::server::{self, StartupError};
@@ -94,6 +95,15 @@ struct ServeArgs {
     /// How often expired offsets are looked for (Kafka's offsets.retention.check.interval.ms).
     #[arg(long, default_value_t = GroupConfig::default().offsets_retention_check_interval_ms)]
     offsets_retention_check_interval_ms: i64,
+    /// How often old segments are deleted by retention.ms/retention.bytes (Kafka's log.retention.check.interval.ms).
+    #[arg(long, default_value_t = RETENTION_CHECK_INTERVAL_MS_DEFAULT)]
+    log_retention_check_interval_ms: u64,
+    /// Default retention.ms: segments whose newest record is older are deleted; -1 keeps them forever (Kafka's log.retention.ms).
+    #[arg(long, default_value_t = LogConfig::default().retention_ms, allow_hyphen_values = true)]
+    log_retention_ms: i64,
+    /// Default retention.bytes: oldest segments are deleted while a partition is larger; -1 for no limit (Kafka's log.retention.bytes).
+    #[arg(long, default_value_t = LogConfig::default().retention_bytes, allow_hyphen_values = true)]
+    log_retention_bytes: i64,
     /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -195,6 +205,16 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
             "--offsets-retention-minutes and --offsets-retention-check-interval-ms must be at least 1".into(),
         ));
     }
+    if args.log_retention_ms < -1 || args.log_retention_bytes < -1 {
+        return Err(invalid(
+            "--log-retention-ms and --log-retention-bytes must be -1 (no limit) or more".into(),
+        ));
+    }
+    if args.log_retention_check_interval_ms < 1 {
+        return Err(invalid(
+            "--log-retention-check-interval-ms must be at least 1".into(),
+        ));
+    }
     if args.segment_bytes < 14 {
         return Err(invalid("--segment-bytes must be at least 14".into()));
     }
@@ -210,6 +230,8 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     let log = LogConfig {
         segment_bytes: args.segment_bytes,
         max_message_bytes: args.max_message_bytes,
+        retention_ms: args.log_retention_ms,
+        retention_bytes: args.log_retention_bytes,
         ..LogConfig::default()
     };
     Ok(BrokerConfig {
@@ -224,6 +246,7 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         default_partitions: args.default_partitions,
         socket_request_max_bytes: args.socket_request_max_bytes,
         tail_cache_bytes_per_shard: args.tail_cache_bytes,
+        retention_check_interval_ms: args.log_retention_check_interval_ms,
         log,
         group: GroupConfig {
             offsets_partitions: args.offsets_topic_num_partitions,

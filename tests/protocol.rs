@@ -153,6 +153,30 @@ fn answers_default_request(port: u16, api: ApiKey, version: i16) -> Result<(), S
             version,
             OffsetDeleteRequest::default(),
         ),
+        ApiKey::DeleteRecords => round_trip::<_, DeleteRecordsResponse>(
+            port,
+            api,
+            version,
+            DeleteRecordsRequest::default(),
+        ),
+        ApiKey::DescribeLogDirs => round_trip::<_, DescribeLogDirsResponse>(
+            port,
+            api,
+            version,
+            DescribeLogDirsRequest::default(),
+        ),
+        ApiKey::AlterConfigs => round_trip::<_, AlterConfigsResponse>(
+            port,
+            api,
+            version,
+            AlterConfigsRequest::default(),
+        ),
+        ApiKey::IncrementalAlterConfigs => round_trip::<_, IncrementalAlterConfigsResponse>(
+            port,
+            api,
+            version,
+            IncrementalAlterConfigsRequest::default(),
+        ),
         ApiKey::ConsumerGroupHeartbeat => round_trip::<_, ConsumerGroupHeartbeatResponse>(
             port,
             api,

@@ -1091,8 +1091,12 @@ mod tests {
         let retention = 1_000;
         // A standalone group (no protocol): each offset from its commit.
         let mut standalone = Group::new("solo", 0);
-        standalone.offsets.insert(("t".into(), 0), committed_at(100));
-        standalone.offsets.insert(("t".into(), 1), committed_at(900));
+        standalone
+            .offsets
+            .insert(("t".into(), 0), committed_at(100));
+        standalone
+            .offsets
+            .insert(("t".into(), 1), committed_at(900));
         assert!(expire_offsets(&mut standalone, 1_099, retention).is_empty());
         let expired = expire_offsets(&mut standalone, 1_100, retention);
         assert_eq!(expired.len(), 1);

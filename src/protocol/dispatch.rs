@@ -140,6 +140,25 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request, client_ip: IpAddr) -> Pendi
             let pending = handlers::offset_delete::start(&shard, request);
             Box::pin(async move { respond(ResponseKind::OffsetDelete(pending.await)) })
         }
+        RequestKind::DeleteRecords(request) => Box::pin(async move {
+            respond(ResponseKind::DeleteRecords(
+                handlers::delete_records::handle(&shard, request).await,
+            ))
+        }),
+        RequestKind::DescribeLogDirs(request) => {
+            let response = handlers::describe_log_dirs::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::DescribeLogDirs(response)) })
+        }
+        RequestKind::AlterConfigs(request) => Box::pin(async move {
+            respond(ResponseKind::AlterConfigs(
+                handlers::alter_configs::handle(&shard, request).await,
+            ))
+        }),
+        RequestKind::IncrementalAlterConfigs(request) => Box::pin(async move {
+            respond(ResponseKind::IncrementalAlterConfigs(
+                handlers::incremental_alter_configs::handle(&shard, request).await,
+            ))
+        }),
         RequestKind::ConsumerGroupHeartbeat(request) => {
             let response =
                 handlers::consumer_group_heartbeat::handle(&shard, request, client_id, client_ip);
@@ -395,6 +414,47 @@ mod tests {
                             ]),
                     ]),
             ),
+            ApiKey::DeleteRecords => {
+                RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                    delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_offset(1),
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(7)
+                                .with_offset(-1),
+                        ]),
+                ]))
+            }
+            ApiKey::DescribeLogDirs => {
+                RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
+            }
+            ApiKey::AlterConfigs => {
+                RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.to_string()))
+                        .with_configs(vec![
+                            alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("60000"))),
+                        ]),
+                ]))
+            }
+            ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.to_string()))
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.bytes"))
+                                .with_config_operation(0)
+                                .with_value(Some(StrBytes::from_static_str("1048576"))),
+                        ]),
+                ]),
+            ),
             ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
                 ConsumerGroupHeartbeatRequest::default()
                     .with_group_id(GroupId(StrBytes::from_static_str("kip848")))
@@ -432,6 +492,7 @@ mod tests {
                     socket_request_max_bytes: 1 << 20,
                     tail_cache_bytes_per_shard: 1 << 20,
                     log: LogConfig::default(),
+                    retention_check_interval_ms: 300_000,
                     group: crate::group::GroupConfig {
                         initial_rebalance_delay_ms: 0,
                         offsets_partitions: 3,

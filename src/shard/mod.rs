@@ -151,8 +151,7 @@ impl Shard {
                 continue;
             }
             let dir = self.partition_dir(topic, index);
-            let log =
-                Rc::new(PartitionLog::open(dir, log_config.clone(), self.cache.clone()).await?);
+            let log = Rc::new(PartitionLog::open(dir, log_config, self.cache.clone()).await?);
             let mut logs = self.logs.borrow_mut();
             let slots = logs.entry(topic.to_string()).or_default();
             if slots.len() <= index {
@@ -182,6 +181,15 @@ impl Shard {
                             .filter(|p| topic.owner(*p) == Some(self.id))
                             .collect();
                         self.groups.partitions_created(&owned);
+                    }
+                }
+                Ok(())
+            }
+            MetadataRecord::TopicConfigsChanged { name, configs } => {
+                let config = topic_config::log_config(&self.config.log, configs);
+                if let Some(partitions) = self.logs.borrow().get(name) {
+                    for log in partitions.iter().flatten() {
+                        log.set_config(config);
                     }
                 }
                 Ok(())
@@ -253,6 +261,14 @@ impl Shard {
                     .await
             }
             ControlRequest::DeleteTopic { name } => self.delete_topic(&name).await,
+            ControlRequest::AlterTopicConfigs {
+                name,
+                configs,
+                validate_only,
+            } => {
+                self.alter_topic_configs(&name, configs, validate_only)
+                    .await
+            }
             ControlRequest::Apply(_) => Err(AdminError::new(
                 ResponseError::InvalidRequest,
                 "apply is not a metadata change",
@@ -372,6 +388,36 @@ impl Shard {
         Ok(topic_id)
     }
 
+    /// Replaces a topic's config overrides (validated first).
+    async fn alter_topic_configs(
+        self: &Rc<Self>,
+        name: &str,
+        configs: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<u128, AdminError> {
+        let topic_id = match self.cluster.borrow().topic(name) {
+            Some(topic) => topic.topic_id,
+            None => {
+                return Err(AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                ));
+            }
+        };
+        topic_config::validate(&configs)
+            .map_err(|e| AdminError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        if validate_only {
+            return Ok(topic_id);
+        }
+        let record = MetadataRecord::TopicConfigsChanged {
+            name: name.to_string(),
+            configs,
+        };
+        self.commit_record(record).await?;
+        info!(topic = %name, "topic configs changed");
+        Ok(topic_id)
+    }
+
     /// Checks a manual assignment (one node per partition, each a shard of
     /// this broker) and turns it into owning shards.
     fn check_assignment(
@@ -471,6 +517,52 @@ impl Shard {
 
     pub fn connection_count(&self) -> usize {
         self.connections.get()
+    }
+
+    /// Applies retention to every log of this shard (the consumer offsets
+    /// compact themselves instead).
+    pub async fn enforce_retention(&self) {
+        let logs: Vec<(String, Rc<PartitionLog>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .filter(|(topic, _)| topic.as_str() != OFFSETS_TOPIC)
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .flatten()
+                    .map(move |log| (topic.clone(), log.clone()))
+            })
+            .collect();
+        let now = crate::types::now_ms();
+        for (topic, log) in logs {
+            match log.enforce_retention(now).await {
+                Ok(0) => {}
+                Ok(deleted) => info!(
+                    %topic,
+                    log = %log.dir().display(),
+                    deleted,
+                    log_start = log.log_start_offset().0,
+                    "retention deleted old segments"
+                ),
+                Err(error) => warn!(log = %log.dir().display(), %error, "retention failed"),
+            }
+        }
+    }
+
+    /// This shard's logs of `topic`, by partition index.
+    pub fn local_logs(&self, topic: &str) -> Vec<(i32, Rc<PartitionLog>)> {
+        self.logs
+            .borrow()
+            .get(topic)
+            .map(|partitions| {
+                partitions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, log)| Some((i as i32, log.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Clean stop: every staged append flushed, every log closed.
