@@ -31,6 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups of a running broker: list, describe, delete, reset-offsets.
     Group(tidelog::cli::group::GroupArgs),
+    /// Topics of a running broker: create, list, describe, alter, delete.
+    Topic(tidelog::cli::topic::TopicArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,6 +115,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(args) => match tidelog::cli::topic::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tidelog topic: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Group(args) => match tidelog::cli::group::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

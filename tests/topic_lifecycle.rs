@@ -350,3 +350,87 @@ fn configs_change_live_and_survive_a_restart() {
     assert_eq!(configs["retention.ms"], ("3600000".to_string(), 1));
     assert_eq!(configs["retention.bytes"], ("1048576".to_string(), 1));
 }
+
+fn topic_cli(broker: &Broker, args: &[&str]) -> std::process::Output {
+    common::tidelog_command()
+        .arg("topic")
+        .arg("--bootstrap-server")
+        .arg(broker.bootstrap())
+        .args(args)
+        .output()
+        .expect("run tidelog topic")
+}
+
+fn topic_ok(broker: &Broker, args: &[&str]) -> String {
+    let output = topic_cli(broker, args);
+    assert!(
+        output.status.success(),
+        "tidelog topic {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_topic_cli_creates_lists_describes_alters_and_deletes() {
+    let broker = Broker::start(&[]);
+    topic_ok(
+        &broker,
+        &[
+            "create",
+            "--topic",
+            "cli-topic",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=120000",
+        ],
+    );
+    let listed = topic_ok(&broker, &["list"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["cli-topic"]);
+    let described = topic_ok(&broker, &["describe", "--topic", "cli-topic"]);
+    assert!(described.contains("PartitionCount: 3"), "{described}");
+    assert!(described.contains("retention.ms=120000"), "{described}");
+    assert_eq!(described.matches("\tPartition: ").count(), 3, "{described}");
+
+    topic_ok(
+        &broker,
+        &[
+            "alter",
+            "--topic",
+            "cli-topic",
+            "--add-config",
+            "retention.bytes=1048576",
+            "--delete-config",
+            "retention.ms",
+            "--partitions",
+            "4",
+        ],
+    );
+    let described = topic_ok(&broker, &["describe", "--topic", "cli-topic"]);
+    assert!(described.contains("PartitionCount: 4"), "{described}");
+    assert!(described.contains("retention.bytes=1048576"), "{described}");
+    assert!(!described.contains("retention.ms="), "{described}");
+
+    // A bad value: one line naming the config, non-zero exit.
+    let bad = topic_cli(
+        &broker,
+        &[
+            "alter",
+            "--topic",
+            "cli-topic",
+            "--add-config",
+            "retention.ms=never",
+        ],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("InvalidConfig") && stderr.contains("retention.ms"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    topic_ok(&broker, &["delete", "--topic", "cli-topic"]);
+    assert!(topic_ok(&broker, &["list"]).trim().is_empty());
+}
