@@ -434,3 +434,21 @@ fn the_topic_cli_creates_lists_describes_alters_and_deletes() {
     topic_ok(&broker, &["delete", "--topic", "cli-topic"]);
     assert!(topic_ok(&broker, &["list"]).trim().is_empty());
 }
+
+#[test]
+fn segment_ms_rolls_an_old_active_segment() {
+    let broker = Broker::start(&[]);
+    assert_eq!(
+        wire::create_topic_with(broker.port, "timed", 1, &[("segment.ms", "300")]),
+        0
+    );
+    let port = broker.shard_port(broker.leaders("timed")[&0] as usize);
+    fill(port, "timed", 3, 10, now_ms());
+    assert_eq!(log_files(&broker, "timed"), 1, "young segments do not roll");
+    std::thread::sleep(Duration::from_millis(600));
+    fill(port, "timed", 1, 10, now_ms());
+    wait_until("no roll by segment.ms", &broker, || {
+        log_files(&broker, "timed") == 2
+    });
+    assert_readable_without_gaps(port, "timed");
+}
