@@ -452,3 +452,34 @@ fn segment_ms_rolls_an_old_active_segment() {
     });
     assert_readable_without_gaps(port, "timed");
 }
+
+#[test]
+fn a_config_file_sets_broker_defaults_and_flags_win() {
+    let dir = common::scratch_dir();
+    let path = dir.path().join("tidelog.toml");
+    // cores = 2 is overridden by the harness's --cores 1 on the command line.
+    std::fs::write(
+        &path,
+        "cores = 2\nnum.partitions = 3\n[log.retention]\nhours = 2\n",
+    )
+    .expect("write");
+    let path_text = path.display().to_string();
+    let broker = Broker::start_with(1, &["--config", &path_text]);
+    // CreateTopics with -1 partitions takes the broker's num.partitions.
+    assert_eq!(
+        wire::create_topic_with(broker.port, "from-file", -1, &[]),
+        0
+    );
+    let leaders = broker.leaders("from-file");
+    assert_eq!(leaders.len(), 3, "num.partitions from the file");
+    assert!(
+        leaders.values().all(|node| *node == 0),
+        "the command line's --cores 1 wins"
+    );
+    let configs = described(broker.port, "from-file");
+    assert_eq!(
+        configs["retention.ms"],
+        ("7200000".to_string(), 5),
+        "a default from the file"
+    );
+}
