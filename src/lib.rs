@@ -6,8 +6,10 @@
 //! The crate is laid out as the architecture is: `server` starts shards and
 //! serves connections, `protocol` parses and answers Kafka requests,
 //! `shard` holds one core's state, `storage` the partition logs, and
-//! `metadata` the cluster view and its log.
+//! `metadata` the cluster view and its log; `bench` is the load generator
+//! behind `tidelog bench`.
 
+pub mod bench;
 pub mod config;
 pub mod metadata;
 pub mod protocol;

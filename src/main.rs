@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Run a benchmark workload against a Kafka-compatible broker, or compare two results.
+    Bench(Box<tidelog::bench::cli::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => tidelog::bench::cli::main(*args),
     }
 }
 
