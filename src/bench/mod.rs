@@ -48,7 +48,7 @@ const LATENCY_NS_MAX: u64 = 3_600_000_000_000;
 /// What can stop a benchmark run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: String,
