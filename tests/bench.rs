@@ -55,12 +55,22 @@ fn assert_verified(result: &serde_json::Value, driver: &str) {
     assert_eq!(result["consume_errors"], 0, "{context}");
     let sent = result["sent"].as_u64().expect("sent");
     assert!(sent > 0, "nothing sent");
-    assert_eq!(result["acked"].as_u64(), Some(sent), "every record acknowledged");
+    assert_eq!(
+        result["acked"].as_u64(),
+        Some(sent),
+        "every record acknowledged"
+    );
     assert_eq!(result["verification"]["in_log"].as_u64(), Some(sent));
     let sets = result["verification"]["sets"].as_array().expect("sets");
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0]["received"].as_u64(), Some(sent), "{context}");
-    for problem in ["missing", "extra", "duplicates", "out_of_order", "unreadable"] {
+    for problem in [
+        "missing",
+        "extra",
+        "duplicates",
+        "out_of_order",
+        "unreadable",
+    ] {
         assert_eq!(sets[0][problem], 0, "{problem}: {context}");
     }
     assert!(result["produce_ack_latency"]["count"].as_u64() > Some(0));
@@ -95,13 +105,28 @@ fn both_drivers_verify_what_they_consume_and_compare() {
     let native = bench(
         &broker,
         out.path(),
-        &[SHORT_RUN, &["--driver", "native", "--topic", "bench-native"]].concat(),
+        &[
+            SHORT_RUN,
+            &["--driver", "native", "--topic", "bench-native"],
+        ]
+        .concat(),
     );
     assert_verified(&read_result(&native), "native");
     let rdkafka = bench(
         &broker,
         out.path(),
-        &[SHORT_RUN, &["--driver", "rdkafka", "--topic", "bench-rdkafka", "--producers", "2"]].concat(),
+        &[
+            SHORT_RUN,
+            &[
+                "--driver",
+                "rdkafka",
+                "--topic",
+                "bench-rdkafka",
+                "--producers",
+                "2",
+            ],
+        ]
+        .concat(),
     );
     assert_verified(&read_result(&rdkafka), "rdkafka");
 
