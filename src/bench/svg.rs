@@ -10,7 +10,7 @@ const WIDTH: f64 = 1100.0;
 const HEIGHT: f64 = 440.0;
 const PANEL_WIDTH: f64 = 460.0;
 const PANEL_HEIGHT: f64 = 320.0;
-const TOP: f64 = 60.0;
+const TOP: f64 = 64.0;
 const LEFT_PANEL_X: f64 = 70.0;
 const RIGHT_PANEL_X: f64 = 610.0;
 const NINES_MAX: f64 = 5.0;
@@ -28,10 +28,14 @@ pub fn chart(result: &BenchResult) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{LEFT_PANEL_X}" y="24" font-size="15">{} — {:?} driver, {} — {}</text>"#,
+        r#"<text x="{LEFT_PANEL_X}" y="20" font-size="15">{} — {:?} driver, {}</text>"#,
         escape(&result.workload.name),
         result.driver,
         escape(&result.bootstrap),
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT_PANEL_X}" y="36" font-size="11">flush policy: {}</text>"#,
         escape(&result.flush_policy)
     );
     latency_panel(&mut svg, result);
@@ -207,6 +211,15 @@ fn throughput_panel(svg: &mut String, result: &BenchResult) {
         TOP + PANEL_HEIGHT + 34.0,
         result.timeline.len()
     );
+    let label_every = (seconds / 10.0).ceil().max(1.0) as usize;
+    for second in (0..=result.timeline.len()).step_by(label_every) {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{second}</text>"#,
+            x_of(second as f64),
+            TOP + PANEL_HEIGHT + 16.0
+        );
+    }
     let lines: [(&str, &str, SecondField); 2] = [
         ("acknowledged", "#1f77b4", |s| s.acked),
         ("consumed", "#d62728", |s| s.consumed),
