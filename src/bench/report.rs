@@ -134,6 +134,9 @@ pub struct Machine {
     pub cpus_online: usize,
     pub cpu_model: String,
     pub kernel: String,
+    /// /proc/loadavg when the run ended: other work sharing the machine.
+    #[serde(default)]
+    pub load_average: String,
 }
 
 impl Machine {
@@ -150,6 +153,11 @@ impl Machine {
             cpus_online: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            load_average: read("/proc/loadavg")
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
