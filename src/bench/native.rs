@@ -68,24 +68,7 @@ enum Role {
 
 /// Runs the workload on one executor per load-generator core.
 pub fn run(plan: Arc<Plan>) -> Result<DriverOutcome, BenchError> {
-    let w = &plan.workload;
-    let executors = plan.cpus.len().max(1);
-    let mut roles: Vec<Vec<Role>> = vec![Vec::new(); executors];
-    let mut next = 0;
-    let mut deal = |role| {
-        roles[next % executors].push(role);
-        next += 1;
-    };
-    if w.consumes() {
-        for set in 0..w.consumer_sets {
-            for index in 0..w.consumers {
-                deal(Role::Consumer { set, index });
-            }
-        }
-    }
-    for index in 0..w.producers {
-        deal(Role::Producer(index));
-    }
+    let roles = deal_roles(&plan.workload, plan.cpus.len());
     let mut handles = Vec::new();
     for (executor, roles) in roles.into_iter().enumerate() {
         let placement = match plan.cpus.get(executor) {
@@ -109,6 +92,32 @@ pub fn run(plan: Arc<Plan>) -> Result<DriverOutcome, BenchError> {
         outcome.consumers.extend(consumers);
     }
     Ok(outcome)
+}
+
+/// The tasks of each executor. With no cores named, producers get one
+/// unpinned executor and consumers another, so that a producer running at
+/// full speed does not starve the consumers (glommio tasks yield only at
+/// their awaits); with cores named, tasks are dealt to them in turn.
+fn deal_roles(workload: &Workload, cpus: usize) -> Vec<Vec<Role>> {
+    let consumers: Vec<Role> = if workload.consumes() {
+        (0..workload.consumer_sets)
+            .flat_map(|set| (0..workload.consumers).map(move |index| Role::Consumer { set, index }))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let producers: Vec<Role> = (0..workload.producers).map(Role::Producer).collect();
+    if cpus == 0 {
+        return [producers, consumers]
+            .into_iter()
+            .filter(|roles| !roles.is_empty())
+            .collect();
+    }
+    let mut roles: Vec<Vec<Role>> = vec![Vec::new(); cpus];
+    for (index, role) in consumers.into_iter().chain(producers).enumerate() {
+        roles[index % cpus].push(role);
+    }
+    roles
 }
 
 async fn run_executor(
@@ -325,8 +334,8 @@ async fn produce(plan: &Arc<Plan>, index: usize) -> ProducerTally {
         let now = Instant::now();
         if wake > now {
             glommio::timer::sleep(wake - now).await;
-        } else if full.is_none() && plan.intended(record_index).is_none() {
-            glommio::yield_if_needed().await;
+        } else {
+            futures_lite::future::yield_now().await;
         }
     }
     // Wait for every answer, then close the queues so the readers end.

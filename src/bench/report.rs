@@ -446,11 +446,12 @@ impl BenchResult {
         let _ = writeln!(out, "flush policy {}", self.flush_policy);
         let _ = writeln!(
             out,
-            "machine      {} ({} CPUs, {}, Linux {})",
+            "machine      {} ({} CPUs, {}, Linux {}; load average {})",
             self.machine.hostname,
             self.machine.cpus_online,
             self.machine.cpu_model,
-            self.machine.kernel
+            self.machine.kernel,
+            self.machine.load_average
         );
         let _ = writeln!(
             out,
