@@ -298,7 +298,11 @@ fn consume(plan: &Plan, set: usize, index: usize) -> Result<ConsumerTally, Bench
                 }
             }
             let mine: Vec<(i32, i64)> = positions.iter().map(|(p, o)| (*p, *o)).collect();
-            if plan.consumers_done(&mine) {
+            let done = match w.consumer_mode {
+                ConsumerMode::Assign => plan.consumers_done(&mine),
+                ConsumerMode::Group => plan.group_done(set, &mine),
+            };
+            if done {
                 break;
             }
         }

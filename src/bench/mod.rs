@@ -156,6 +156,10 @@ pub struct Plan {
     pub finished: AtomicBool,
     /// Load-generator cores for the native driver.
     pub cpus: Vec<usize>,
+    /// Each consumer group's progress (partition -> next offset), so that
+    /// no member leaves (and hands its partitions to another, which would
+    /// read them again) before the whole group has read everything.
+    pub group_positions: Vec<std::sync::Mutex<std::collections::HashMap<i32, i64>>>,
 }
 
 impl Plan {
@@ -203,6 +207,27 @@ impl Plan {
                 .is_none_or(|stop| next_offset >= *stop),
             None => false,
         }
+    }
+
+    /// For consumer groups: records `mine` in group `set`'s progress and
+    /// says whether the whole group has read everything.
+    pub fn group_done(&self, set: usize, mine: &[(i32, i64)]) -> bool {
+        let Some(shared) = self.group_positions.get(set) else {
+            return self.consumers_done(mine);
+        };
+        let mut positions = shared.lock().unwrap_or_else(|p| p.into_inner());
+        for (partition, next) in mine {
+            let slot = positions.entry(*partition).or_insert(*next);
+            *slot = (*slot).max(*next);
+        }
+        let all: Vec<(i32, i64)> = (0..self.workload.partitions)
+            .map(|p| {
+                let start = self.start_offsets.get(p as usize).copied().unwrap_or(0);
+                (p, positions.get(&p).copied().unwrap_or(start))
+            })
+            .collect();
+        drop(positions);
+        self.consumers_done(&all)
     }
 
     /// Whether consumers should stop: everything read, or out of time.
@@ -361,6 +386,9 @@ pub fn run(workload: Workload, options: &RunOptions) -> Result<report::BenchResu
         run_id: uuid::Uuid::new_v4().simple().to_string(),
         finished: AtomicBool::new(false),
         cpus: options.cpus.clone(),
+        group_positions: (0..workload.consumer_sets)
+            .map(|_| std::sync::Mutex::default())
+            .collect(),
         workload,
     });
     let sampler = {
