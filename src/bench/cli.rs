@@ -38,7 +38,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Driver::Native)]
     pub driver: Driver,
     /// Cores for the native driver's executors, one pinned executor each
-    /// (e.g. 2,3) [default: one unpinned executor].
+    /// (e.g. 2,3) [default: one unpinned executor for the producers and
+    /// one for the consumers].
     #[arg(long, value_delimiter = ',')]
     pub cpus: Vec<usize>,
     /// Where the JSON result and the SVG chart go.
@@ -50,12 +51,16 @@ pub struct RunArgs {
     /// No progress line every second.
     #[arg(long)]
     pub quiet: bool,
+    /// Name of the run, in the report and the result file names.
     #[arg(long)]
     pub name: Option<String>,
+    /// Topic to use; created if missing.
     #[arg(long)]
     pub topic: Option<String>,
+    /// Partitions of the topic when it is created.
     #[arg(long)]
     pub partitions: Option<i32>,
+    /// Producers (each with its own connections).
     #[arg(long)]
     pub producers: Option<usize>,
     /// Consumers per consumer set (0: produce only).
@@ -64,30 +69,40 @@ pub struct RunArgs {
     /// Consumer sets, each reading every partition.
     #[arg(long)]
     pub consumer_sets: Option<usize>,
+    /// Assigned partitions, or Kafka consumer groups (needs broker support).
     #[arg(long, value_enum)]
     pub consumer_mode: Option<ConsumerMode>,
+    /// Value bytes per message (at least 20: the stamp rides in the value).
     #[arg(long)]
     pub message_bytes: Option<usize>,
+    /// How keys, and with them partitions, are picked.
     #[arg(long, value_enum)]
     pub key_distribution: Option<KeyDistribution>,
+    /// Distinct keys for uniform and sequential keys.
     #[arg(long)]
     pub keys: Option<u64>,
     /// 0, 1 or all (-1).
     #[arg(long, value_parser = parse_acks)]
     pub acks: Option<i16>,
+    /// none, gzip, snappy, lz4 or zstd (rdkafka driver only, except none).
     #[arg(long)]
     pub compression: Option<String>,
+    /// How long a producer waits to fill a batch (linger.ms).
     #[arg(long)]
     pub linger_ms: Option<u64>,
+    /// Largest record batch per partition (batch.size).
     #[arg(long)]
     pub batch_bytes: Option<usize>,
+    /// Produce requests in flight per connection.
     #[arg(long)]
     pub max_in_flight: Option<usize>,
     /// Target messages/s over all producers, open loop (0: max rate).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Seconds produced before measuring starts.
     #[arg(long)]
     pub warmup_seconds: Option<u64>,
+    /// Seconds measured.
     #[arg(long)]
     pub duration_seconds: Option<u64>,
 }

@@ -75,7 +75,7 @@ pub enum BenchError {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
-    /// Pipelined Kafka-protocol client on glommio, one pinned executor per core.
+    /// Pipelined Kafka-protocol client on glommio (executors pinned with --cpus).
     Native,
     /// librdkafka through the `rdkafka` crate.
     Rdkafka,
