@@ -9,8 +9,10 @@
 # once with `cargo install tansu` (about 15 minutes on 2 cores, at nice 19)
 # into $TIDELOG_SCRATCH/tansu (default ~/.cache/tidelog-bench/tansu) and
 # started on loopback with a local storage engine: SQLite where the build
-# has it (durable, one file), else memory (TANSU_STORAGE overrides, e.g.
-# memory://tansu/).
+# has it (durable, one file), else memory. Tansu's default build has only
+# the memory engine (nothing is durable: mind that when reading the ratios);
+# TANSU_FEATURES=libsql builds SQLite in (a longer build, into its own
+# folder), and TANSU_STORAGE overrides the engine URL.
 #
 # Against Kafka or Redpanda instead, start it yourself on this machine and
 # name it; the script then benchmarks that broker in Tansu's place:
@@ -106,10 +108,12 @@ if [[ -n ${OTHER_BOOTSTRAP:-} ]]; then
     bench "$other" "$OTHER_BOOTSTRAP" "${policy[@]}"
 else
     other=tansu
-    tansu=$scratch/tansu/bin/tansu
+    features=${TANSU_FEATURES:-}
+    tansu_root=$scratch/tansu${features:+-${features//[, ]/-}}
+    tansu=$tansu_root/bin/tansu
     if [[ ! -x $tansu ]]; then
-        say "installing Tansu into $scratch/tansu (once; about 15 minutes on 2 cores)"
-        nice -n 19 cargo install tansu --locked --root "$scratch/tansu"
+        say "installing Tansu into $tansu_root (once; about 15 minutes on 2 cores)"
+        nice -n 19 cargo install tansu --locked --root "$tansu_root" ${features:+--features "$features"}
     fi
     storage=${TANSU_STORAGE:-}
     if [[ -z $storage ]]; then
@@ -128,7 +132,9 @@ else
     tansu_pid=$!
     pids+=("$tansu_pid")
     wait_port "$tansu_port"
-    bench tansu "127.0.0.1:$tansu_port" --flush-policy "tansu, storage $storage"
+    durability="durable"
+    [[ $storage == memory://* ]] && durability="in memory, nothing durable"
+    bench tansu "127.0.0.1:$tansu_port" --flush-policy "tansu, storage $storage ($durability)"
     stop "$tansu_pid"
 fi
 
