@@ -224,20 +224,21 @@ impl Admin {
         topic: &str,
         partitions: i32,
     ) -> Result<TopicLayout, BenchError> {
-        if self.topic_layout(topic)?.is_none() {
-            self.create_topic(topic, partitions)?;
+        match self.topic_layout(topic)? {
+            None => self.create_topic(topic, partitions)?,
+            Some(layout) if layout.leaders.len() as i32 != partitions => {
+                return Err(BenchError::Invalid(format!(
+                    "topic {topic} exists with {} partitions, the workload wants {partitions}: pick another --topic",
+                    layout.leaders.len()
+                )));
+            }
+            Some(layout) => return Ok(layout),
         }
         let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
         loop {
             if let Some(layout) = self.topic_layout(topic)? {
                 if layout.leaders.len() as i32 == partitions {
                     return Ok(layout);
-                }
-                if layout.leaders.len() as i32 > partitions {
-                    return Err(BenchError::Invalid(format!(
-                        "topic {topic} exists with {} partitions, the workload wants {partitions}: pick another --topic",
-                        layout.leaders.len()
-                    )));
                 }
             }
             if Instant::now() > deadline {
