@@ -236,10 +236,10 @@ impl Admin {
         }
         let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
         loop {
-            if let Some(layout) = self.topic_layout(topic)? {
-                if layout.leaders.len() as i32 == partitions {
-                    return Ok(layout);
-                }
+            if let Some(layout) = self.topic_layout(topic)?
+                && layout.leaders.len() as i32 == partitions
+            {
+                return Ok(layout);
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Protocol(format!(
