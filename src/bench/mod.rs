@@ -348,8 +348,10 @@ pub fn run(workload: Workload, options: &RunOptions) -> Result<report::BenchResu
     workload.validate()?;
     let mut admin = admin::Admin::connect(&options.bootstrap)?;
     let versions = admin.versions;
-    let groups_needed = workload.requires_consumer_groups
-        || (workload.consumes() && workload.consumer_mode == workload::ConsumerMode::Group);
+    // A workload marked as needing groups still runs with its consumers
+    // assigned partitions when `--consumer-mode assign` overrides it.
+    let groups_needed =
+        workload.consumes() && workload.consumer_mode == workload::ConsumerMode::Group;
     if groups_needed && !versions.consumer_groups {
         return Err(BenchError::Unsupported(format!(
             "workload {} needs consumer groups and the broker at {} does not offer JoinGroup",

@@ -76,7 +76,8 @@ pub struct Workload {
     /// Seconds produced but not measured, before `duration_seconds`.
     pub warmup_seconds: u64,
     pub duration_seconds: u64,
-    /// The workload needs the broker's consumer groups.
+    /// The workload is about consumer groups (a marker for scripts and
+    /// readers; what a run needs follows `consumer_mode`).
     pub requires_consumer_groups: bool,
 }
 
