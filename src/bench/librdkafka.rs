@@ -88,9 +88,9 @@ impl ProducerContext for DeliveryTally {
                     *count += 1;
                 }
                 if self.plan.measured(sent.intended_ns) {
-                    tally
-                        .ack_latency
-                        .saturating_record(now_ns.saturating_sub(sent.intended_ns));
+                    let latency_ns = now_ns.saturating_sub(sent.intended_ns);
+                    tally.ack_latency.saturating_record(latency_ns);
+                    Live::max(&live.ack_max_ns, latency_ns);
                 }
                 Live::add(&live.acked, 1);
                 Live::add(&live.acked_bytes, self.plan.workload.message_bytes as u64);

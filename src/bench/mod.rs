@@ -121,11 +121,19 @@ pub struct Live {
     pub consumed: AtomicU64,
     pub consumed_bytes: AtomicU64,
     pub errors: AtomicU64,
+    /// The slowest acknowledgement and end-to-end latency (ns) since the
+    /// progress thread last took them: latency over time, one max a second.
+    pub ack_max_ns: AtomicU64,
+    pub end_to_end_max_ns: AtomicU64,
 }
 
 impl Live {
     pub fn add(counter: &AtomicU64, amount: u64) {
         counter.fetch_add(amount, Ordering::Relaxed);
+    }
+
+    pub fn max(counter: &AtomicU64, value: u64) {
+        counter.fetch_max(value, Ordering::Relaxed);
     }
 }
 
@@ -315,8 +323,9 @@ impl ConsumerTally {
         if let Some(stamp) = self.verifier.check(partition, value)
             && plan.measured(stamp.intended_ns)
         {
-            self.end_to_end_latency
-                .saturating_record(now_ns.saturating_sub(stamp.intended_ns));
+            let latency_ns = now_ns.saturating_sub(stamp.intended_ns);
+            self.end_to_end_latency.saturating_record(latency_ns);
+            Live::max(&plan.live.end_to_end_max_ns, latency_ns);
         }
     }
 }

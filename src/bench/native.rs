@@ -543,6 +543,12 @@ async fn read_produce_answers(
                                 .saturating_record(now_ns.saturating_sub(*intended_ns));
                         }
                     }
+                    // The first record of a batch waited longest.
+                    if let Some(first) = part.intended_ns.first()
+                        && plan.measured(*first)
+                    {
+                        Live::max(&plan.live.ack_max_ns, now_ns.saturating_sub(*first));
+                    }
                     Live::add(&plan.live.acked, count);
                     Live::add(&plan.live.acked_bytes, count * bytes_per_record);
                 }

@@ -89,6 +89,12 @@ pub struct Second {
     pub consumed: u64,
     pub consumed_bytes: u64,
     pub errors: u64,
+    /// The slowest acknowledgement in this second, ms (measured records only).
+    #[serde(default)]
+    pub ack_max_ms: f64,
+    /// The slowest end-to-end latency in this second, ms.
+    #[serde(default)]
+    pub end_to_end_max_ms: f64,
 }
 
 /// Throughput over the measured window.
@@ -247,6 +253,7 @@ pub fn sample_every_second(plan: &Plan, progress: bool) -> Vec<Second> {
         let now = totals();
         let delta: Vec<u64> = now.iter().zip(before).map(|(n, b)| n - b).collect();
         before = now;
+        let take_ms = |c: &std::sync::atomic::AtomicU64| c.swap(0, Ordering::Relaxed) as f64 / 1e6;
         let second = Second {
             second: timeline.len() as u64,
             sent: delta[0],
@@ -255,6 +262,8 @@ pub fn sample_every_second(plan: &Plan, progress: bool) -> Vec<Second> {
             consumed: delta[3],
             consumed_bytes: delta[4],
             errors: delta[5],
+            ack_max_ms: take_ms(&live.ack_max_ns),
+            end_to_end_max_ms: take_ms(&live.end_to_end_max_ns),
         };
         if progress {
             let phase = if second.second < warmup {
@@ -265,13 +274,15 @@ pub fn sample_every_second(plan: &Plan, progress: bool) -> Vec<Second> {
                 "drain"
             };
             eprintln!(
-                "[{:>4}s {phase:>7}] sent {:>10} msg/s  acked {:>10} msg/s {:>8.1} MB/s  consumed {:>10} msg/s {:>8.1} MB/s  errors {}",
+                "[{:>4}s {phase:>7}] sent {:>10} msg/s  acked {:>10} msg/s {:>8.1} MB/s  consumed {:>10} msg/s {:>8.1} MB/s  max ack {:.1} ms e2e {:.1} ms  errors {}",
                 second.second + 1,
                 thousands(second.sent),
                 thousands(second.acked),
                 second.acked_bytes as f64 / 1e6,
                 thousands(second.consumed),
                 second.consumed_bytes as f64 / 1e6,
+                second.ack_max_ms,
+                second.end_to_end_max_ms,
                 second.errors,
             );
         }
