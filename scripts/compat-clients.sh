@@ -82,10 +82,102 @@ assert got == 200, got
 PY
 }
 
+kcat_balanced_consumers() {
+    local dir
+    dir=$(mktemp -d)
+    seq 1 1000 | timeout 30 kcat -b "$BOOT" -P -t kcat-group-topic -X topic.request.required.acks=all || return 1
+    # Two members of one group split the partitions: together they read
+    # every record once. -e: exit once every assigned partition is read.
+    timeout 60 kcat -b "$BOOT" -G kcat-group kcat-group-topic -o beginning -e -q > "$dir/a" 2>/dev/null &
+    local a=$!
+    timeout 60 kcat -b "$BOOT" -G kcat-group kcat-group-topic -o beginning -e -q > "$dir/b" 2>/dev/null &
+    local b=$!
+    wait "$a" "$b"
+    local together
+    together=$(cat "$dir/a" "$dir/b" | sort -n | md5sum)
+    [ "$together" = "$(seq 1 1000 | md5sum)" ] || { echo "split read: $(wc -l < "$dir/a") + $(wc -l < "$dir/b")"; return 1; }
+    [ -s "$dir/a" ] && [ -s "$dir/b" ] || { echo "one member read nothing"; return 1; }
+    # The group committed its offsets: a new member reads only what is new.
+    seq 1001 1010 | timeout 30 kcat -b "$BOOT" -P -t kcat-group-topic -X topic.request.required.acks=all || return 1
+    local resumed
+    resumed=$(timeout 60 kcat -b "$BOOT" -G kcat-group kcat-group-topic -e -q 2>/dev/null | sort -n | tr '\n' ' ')
+    rm -rf "$dir"
+    [ "$resumed" = "$(seq 1001 1010 | tr '\n' ' ')" ] || { echo "resumed with: $resumed"; return 1; }
+}
+
+kafka_python_consumer_group() {
+    timeout 90 "$DEBIAN_PYTHON" - "$BOOT" <<'PY'
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+boot = sys.argv[1]
+producer = KafkaProducer(bootstrap_servers=boot, acks="all")
+for f in [producer.send("kp-group-topic", key=b"k%d" % i, value=b"v%d" % i) for i in range(300)]:
+    f.get(timeout=20)
+def member():
+    return KafkaConsumer("kp-group-topic", bootstrap_servers=boot, group_id="kp-group",
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         consumer_timeout_ms=8000)
+c = member()
+first = [m.value for m in c]
+assert len(first) == 300 and len(set(first)) == 300, len(first)
+c.commit()
+c.close()
+for f in [producer.send("kp-group-topic", value=b"new%d" % i) for i in range(5)]:
+    f.get(timeout=20)
+producer.close()
+c = member()
+second = sorted(m.value for m in c)
+c.close()
+assert second == sorted(b"new%d" % i for i in range(5)), second
+PY
+}
+
+confluent_kafka_old_librdkafka_consumer_group() {
+    timeout 90 "$DEBIAN_PYTHON" - "$BOOT" <<'PY'
+import sys, time
+from confluent_kafka import Producer, Consumer
+boot = sys.argv[1]
+p = Producer({"bootstrap.servers": boot, "acks": "all"})
+for i in range(200):
+    p.produce("ck-group-topic", value=b"v%d" % i)
+p.flush(30)
+def consume(want, seconds):
+    c = Consumer({"bootstrap.servers": boot, "group.id": "ck-group",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe(["ck-group-topic"])
+    got = []
+    deadline = time.time() + seconds
+    while len(got) < want and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    # Nothing more arrives.
+    end = time.time() + 2
+    while time.time() < end:
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    if got:
+        c.commit(asynchronous=False)
+    c.close()
+    return got
+first = consume(200, 40)
+assert len(first) == 200 and len(set(first)) == 200, len(first)
+for i in range(7):
+    p.produce("ck-group-topic", value=b"new%d" % i)
+p.flush(30)
+second = consume(7, 40)
+assert sorted(second) == sorted(b"new%d" % i for i in range(7)), second
+PY
+}
+
 check kcat-lists-one-broker-per-core kcat_lists_one_broker_per_core
 check kcat-round-trip kcat_round_trip
 check kafka-python-round-trip kafka_python_round_trip
 check confluent-kafka-librdkafka-2.0.2-round-trip confluent_kafka_old_librdkafka_round_trip
+check kcat-balanced-consumers kcat_balanced_consumers
+check kafka-python-consumer-group kafka_python_consumer_group
+check confluent-kafka-librdkafka-2.0.2-consumer-group confluent_kafka_old_librdkafka_consumer_group
 
 echo "clients-compat: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::group::GroupConfig;
 use crate::storage::LogConfig;
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
@@ -21,6 +22,8 @@ pub const STAGED_BYTES_PER_SHARD_MAX: usize = 256 * 1024 * 1024;
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Memory glommio reserves per shard for registered io_uring buffers.
 pub const IO_MEMORY_BYTES_PER_SHARD: usize = 2 * 1024 * 1024;
+/// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
+pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// The most partitions one topic may have (a bound on metadata size).
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 
@@ -44,6 +47,11 @@ pub struct BrokerConfig {
     pub tail_cache_bytes_per_shard: usize,
     /// Topic defaults (`segment.bytes`, `max.message.bytes`, ...).
     pub log: LogConfig,
+    /// Consumer groups and the offsets topic.
+    pub group: GroupConfig,
+    /// How often each shard applies retention to its logs (Kafka's
+    /// `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
 }
 
 impl BrokerConfig {

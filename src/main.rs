@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 
 use tidelog::config::{
-    BrokerConfig, SOCKET_REQUEST_MAX_BYTES_DEFAULT, TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+    BrokerConfig, RETENTION_CHECK_INTERVAL_MS_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT,
+    TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
 };
+use tidelog::group::GroupConfig;
 use tidelog::server::{self, StartupError};
 use tidelog::storage::LogConfig;
 
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Consumer groups of a running broker: list, describe, delete, reset-offsets.
+    Group(tidelog::cli::group::GroupArgs),
     /// Run a benchmark workload against a Kafka-compatible broker, or compare two results.
     Bench(Box<tidelog::bench::cli::BenchArgs>),
 }
@@ -63,6 +67,45 @@ struct ServeArgs {
     /// Memory per shard for recently produced batches served to fetches.
     #[arg(long, default_value_t = TAIL_CACHE_BYTES_PER_SHARD_DEFAULT)]
     tail_cache_bytes: usize,
+    /// Partitions of the __consumer_offsets topic, fixed when it is first
+    /// created (Kafka's offsets.topic.num.partitions).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_partitions)]
+    offsets_topic_num_partitions: i32,
+    /// Segment size of the __consumer_offsets topic, fixed when it is first
+    /// created (Kafka's offsets.topic.segment.bytes).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_segment_bytes)]
+    offsets_topic_segment_bytes: u64,
+    /// How long a new consumer group waits for more members before its
+    /// first rebalance (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = GroupConfig::default().initial_rebalance_delay_ms)]
+    group_initial_rebalance_delay_ms: i32,
+    /// Smallest session timeout a group member may ask for (Kafka's group.min.session.timeout.ms).
+    #[arg(long, default_value_t = GroupConfig::default().min_session_timeout_ms)]
+    group_min_session_timeout_ms: i32,
+    /// Largest session timeout a group member may ask for (Kafka's group.max.session.timeout.ms).
+    #[arg(long, default_value_t = GroupConfig::default().max_session_timeout_ms)]
+    group_max_session_timeout_ms: i32,
+    /// Session timeout of consumer-protocol (KIP-848) group members (Kafka's group.consumer.session.timeout.ms).
+    #[arg(long, default_value_t = GroupConfig::default().consumer_session_timeout_ms)]
+    group_consumer_session_timeout_ms: i32,
+    /// Heartbeat interval told to consumer-protocol (KIP-848) group members (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(long, default_value_t = GroupConfig::default().consumer_heartbeat_interval_ms)]
+    group_consumer_heartbeat_interval_ms: i32,
+    /// How long an empty group's committed offsets are kept (Kafka's offsets.retention.minutes).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_retention_ms / 60_000)]
+    offsets_retention_minutes: i64,
+    /// How often expired offsets are looked for (Kafka's offsets.retention.check.interval.ms).
+    #[arg(long, default_value_t = GroupConfig::default().offsets_retention_check_interval_ms)]
+    offsets_retention_check_interval_ms: i64,
+    /// How often old segments are deleted by retention.ms/retention.bytes (Kafka's log.retention.check.interval.ms).
+    #[arg(long, default_value_t = RETENTION_CHECK_INTERVAL_MS_DEFAULT)]
+    log_retention_check_interval_ms: u64,
+    /// Default retention.ms: segments whose newest record is older are deleted; -1 keeps them forever (Kafka's log.retention.ms).
+    #[arg(long, default_value_t = LogConfig::default().retention_ms, allow_hyphen_values = true)]
+    log_retention_ms: i64,
+    /// Default retention.bytes: oldest segments are deleted while a partition is larger; -1 for no limit (Kafka's log.retention.bytes).
+    #[arg(long, default_value_t = LogConfig::default().retention_bytes, allow_hyphen_values = true)]
+    log_retention_bytes: i64,
     /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -72,6 +115,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Group(args) => match tidelog::cli::group::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tidelog group: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => tidelog::bench::cli::main(*args),
     }
 }
@@ -124,6 +174,50 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     if args.default_partitions < 1 {
         return Err(invalid("--default-partitions must be at least 1".into()));
     }
+    if args.offsets_topic_num_partitions < 1 {
+        return Err(invalid(
+            "--offsets-topic-num-partitions must be at least 1".into(),
+        ));
+    }
+    if args.offsets_topic_segment_bytes < 14 {
+        return Err(invalid(
+            "--offsets-topic-segment-bytes must be at least 14".into(),
+        ));
+    }
+    if args.group_initial_rebalance_delay_ms < 0 {
+        return Err(invalid(
+            "--group-initial-rebalance-delay-ms must not be negative".into(),
+        ));
+    }
+    if args.group_min_session_timeout_ms < 1
+        || args.group_max_session_timeout_ms < args.group_min_session_timeout_ms
+    {
+        return Err(invalid(
+            "--group-min-session-timeout-ms must be at least 1 and at most --group-max-session-timeout-ms".into(),
+        ));
+    }
+    if args.group_consumer_heartbeat_interval_ms < 1
+        || args.group_consumer_session_timeout_ms <= args.group_consumer_heartbeat_interval_ms
+    {
+        return Err(invalid(
+            "--group-consumer-heartbeat-interval-ms must be at least 1 and below --group-consumer-session-timeout-ms".into(),
+        ));
+    }
+    if args.offsets_retention_minutes < 1 || args.offsets_retention_check_interval_ms < 1 {
+        return Err(invalid(
+            "--offsets-retention-minutes and --offsets-retention-check-interval-ms must be at least 1".into(),
+        ));
+    }
+    if args.log_retention_ms < -1 || args.log_retention_bytes < -1 {
+        return Err(invalid(
+            "--log-retention-ms and --log-retention-bytes must be -1 (no limit) or more".into(),
+        ));
+    }
+    if args.log_retention_check_interval_ms < 1 {
+        return Err(invalid(
+            "--log-retention-check-interval-ms must be at least 1".into(),
+        ));
+    }
     if args.segment_bytes < 14 {
         return Err(invalid("--segment-bytes must be at least 14".into()));
     }
@@ -139,6 +233,8 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     let log = LogConfig {
         segment_bytes: args.segment_bytes,
         max_message_bytes: args.max_message_bytes,
+        retention_ms: args.log_retention_ms,
+        retention_bytes: args.log_retention_bytes,
         ..LogConfig::default()
     };
     Ok(BrokerConfig {
@@ -153,7 +249,20 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         default_partitions: args.default_partitions,
         socket_request_max_bytes: args.socket_request_max_bytes,
         tail_cache_bytes_per_shard: args.tail_cache_bytes,
+        retention_check_interval_ms: args.log_retention_check_interval_ms,
         log,
+        group: GroupConfig {
+            offsets_partitions: args.offsets_topic_num_partitions,
+            offsets_segment_bytes: args.offsets_topic_segment_bytes,
+            consumer_session_timeout_ms: args.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: args.group_consumer_heartbeat_interval_ms,
+            initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: args.group_min_session_timeout_ms,
+            max_session_timeout_ms: args.group_max_session_timeout_ms,
+            offsets_retention_ms: args.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: args.offsets_retention_check_interval_ms,
+            ..GroupConfig::default()
+        },
     })
 }
 

@@ -26,10 +26,13 @@ fn topic_names(broker: &Broker) -> Vec<String> {
     let metadata = consumer
         .fetch_metadata(None, TIMEOUT)
         .unwrap_or_else(|e| panic!("metadata: {e}\n{}", broker.logs()));
+    // The consumer's group creates __consumer_offsets; like Kafka's tools,
+    // list user topics only.
     let mut names: Vec<String> = metadata
         .topics()
         .iter()
         .map(|t| t.name().to_string())
+        .filter(|name| !name.starts_with("__"))
         .collect();
     names.sort();
     names

@@ -104,6 +104,91 @@ fn answers_default_request(port: u16, api: ApiKey, version: i16) -> Result<(), S
             version,
             CreatePartitionsRequest::default(),
         ),
+        ApiKey::FindCoordinator => round_trip::<_, FindCoordinatorResponse>(
+            port,
+            api,
+            version,
+            FindCoordinatorRequest::default(),
+        ),
+        // An empty group id is answered at once (INVALID_GROUP_ID).
+        ApiKey::JoinGroup => {
+            round_trip::<_, JoinGroupResponse>(port, api, version, JoinGroupRequest::default())
+        }
+        ApiKey::SyncGroup => {
+            round_trip::<_, SyncGroupResponse>(port, api, version, SyncGroupRequest::default())
+        }
+        ApiKey::Heartbeat => {
+            round_trip::<_, HeartbeatResponse>(port, api, version, HeartbeatRequest::default())
+        }
+        ApiKey::LeaveGroup => {
+            round_trip::<_, LeaveGroupResponse>(port, api, version, LeaveGroupRequest::default())
+        }
+        ApiKey::OffsetCommit => round_trip::<_, OffsetCommitResponse>(
+            port,
+            api,
+            version,
+            OffsetCommitRequest::default(),
+        ),
+        ApiKey::OffsetFetch => {
+            round_trip::<_, OffsetFetchResponse>(port, api, version, OffsetFetchRequest::default())
+        }
+        ApiKey::ListGroups => {
+            round_trip::<_, ListGroupsResponse>(port, api, version, ListGroupsRequest::default())
+        }
+        ApiKey::DescribeGroups => round_trip::<_, DescribeGroupsResponse>(
+            port,
+            api,
+            version,
+            DescribeGroupsRequest::default(),
+        ),
+        ApiKey::DeleteGroups => round_trip::<_, DeleteGroupsResponse>(
+            port,
+            api,
+            version,
+            DeleteGroupsRequest::default(),
+        ),
+        ApiKey::OffsetDelete => round_trip::<_, OffsetDeleteResponse>(
+            port,
+            api,
+            version,
+            OffsetDeleteRequest::default(),
+        ),
+        ApiKey::DeleteRecords => round_trip::<_, DeleteRecordsResponse>(
+            port,
+            api,
+            version,
+            DeleteRecordsRequest::default(),
+        ),
+        ApiKey::DescribeLogDirs => round_trip::<_, DescribeLogDirsResponse>(
+            port,
+            api,
+            version,
+            DescribeLogDirsRequest::default(),
+        ),
+        ApiKey::AlterConfigs => round_trip::<_, AlterConfigsResponse>(
+            port,
+            api,
+            version,
+            AlterConfigsRequest::default(),
+        ),
+        ApiKey::IncrementalAlterConfigs => round_trip::<_, IncrementalAlterConfigsResponse>(
+            port,
+            api,
+            version,
+            IncrementalAlterConfigsRequest::default(),
+        ),
+        ApiKey::ConsumerGroupHeartbeat => round_trip::<_, ConsumerGroupHeartbeatResponse>(
+            port,
+            api,
+            version,
+            ConsumerGroupHeartbeatRequest::default(),
+        ),
+        ApiKey::ConsumerGroupDescribe => round_trip::<_, ConsumerGroupDescribeResponse>(
+            port,
+            api,
+            version,
+            ConsumerGroupDescribeRequest::default(),
+        ),
         other => Err(format!("advertised, but this test does not know {other:?}")),
     }
 }
@@ -135,6 +220,17 @@ fn every_advertised_api_version_answers_through_the_socket() {
         ApiKey::DeleteTopics,
         ApiKey::CreatePartitions,
         ApiKey::DescribeConfigs,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
+        ApiKey::OffsetDelete,
     ] {
         assert!(
             advertised.iter().any(|(key, _, _)| *key == needed as i16),

@@ -30,6 +30,12 @@ pub enum MetadataRecord {
     TopicDeleted {
         name: String,
     },
+    /// A topic's config overrides, replaced whole (AlterConfigs,
+    /// IncrementalAlterConfigs).
+    TopicConfigsChanged {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 mod uuid_string {
@@ -130,6 +136,12 @@ impl ClusterView {
             },
             MetadataRecord::TopicDeleted { name } => {
                 self.topics.remove(name);
+            }
+            MetadataRecord::TopicConfigsChanged { name, configs } => {
+                match self.topics.get_mut(name) {
+                    Some(topic) => topic.configs = configs.clone(),
+                    None => tracing::warn!(topic = %name, "configs of an unknown topic changed"),
+                }
             }
         }
     }

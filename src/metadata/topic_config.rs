@@ -4,12 +4,24 @@
 use std::collections::BTreeMap;
 
 use crate::storage::LogConfig;
+use crate::storage::log::TimestampType;
 
 /// Kafka's `ConfigType` values, as sent in DescribeConfigs v3+.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    String = 2,
     Int = 3,
     Long = 5,
+    List = 7,
+}
+
+/// What values a config takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Values {
+    /// An integer in `min..=max`.
+    Range { min: i64, max: i64 },
+    /// One of these words (case as Kafka spells them).
+    OneOf(&'static [&'static str]),
 }
 
 /// A topic config this broker honours.
@@ -17,45 +29,108 @@ pub enum ConfigType {
 pub struct ConfigDef {
     pub name: &'static str,
     pub config_type: ConfigType,
-    pub min: i64,
-    pub max: i64,
+    pub values: Values,
+    /// The broker-level config that gives its default (Kafka's synonym).
+    pub broker_name: &'static str,
     pub doc: &'static str,
 }
 
-pub const SEGMENT_BYTES: &str = "segment.bytes";
-pub const SEGMENT_INDEX_BYTES: &str = "segment.index.bytes";
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
 pub const INDEX_INTERVAL_BYTES: &str = "index.interval.bytes";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
+pub const RETENTION_BYTES: &str = "retention.bytes";
+pub const RETENTION_MS: &str = "retention.ms";
+pub const SEGMENT_BYTES: &str = "segment.bytes";
+pub const SEGMENT_INDEX_BYTES: &str = "segment.index.bytes";
+pub const SEGMENT_MS: &str = "segment.ms";
 
-/// Every topic config tidelog implements, with Kafka's bounds.
+const INT: Values = Values::Range {
+    min: 0,
+    max: i32::MAX as i64,
+};
+
+/// Every topic config tidelog implements, with Kafka's bounds, sorted by
+/// name.
 pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    ConfigDef {
+        name: CLEANUP_POLICY,
+        config_type: ConfigType::List,
+        // Compaction is not built yet: only deletion by retention.
+        values: Values::OneOf(&["delete"]),
+        broker_name: "log.cleanup.policy",
+        doc: "What happens to old segments: deleted by retention.ms/retention.bytes.",
+    },
     ConfigDef {
         name: INDEX_INTERVAL_BYTES,
         config_type: ConfigType::Int,
-        min: 0,
-        max: i32::MAX as i64,
+        values: INT,
+        broker_name: "log.index.interval.bytes",
         doc: "Bytes of log between two offset index entries.",
     },
     ConfigDef {
         name: MAX_MESSAGE_BYTES,
         config_type: ConfigType::Int,
-        min: 0,
-        max: i32::MAX as i64,
+        values: INT,
+        broker_name: "message.max.bytes",
         doc: "The largest record batch size allowed.",
+    },
+    ConfigDef {
+        name: MESSAGE_TIMESTAMP_TYPE,
+        config_type: ConfigType::String,
+        values: Values::OneOf(&["CreateTime", "LogAppendTime"]),
+        broker_name: "log.message.timestamp.type",
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the time the broker appended it.",
+    },
+    ConfigDef {
+        name: RETENTION_BYTES,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: -1,
+            max: i64::MAX,
+        },
+        broker_name: "log.retention.bytes",
+        doc: "The oldest segments are deleted while a partition is larger than this; -1 for no limit.",
+    },
+    ConfigDef {
+        name: RETENTION_MS,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: -1,
+            max: i64::MAX,
+        },
+        broker_name: "log.retention.ms",
+        doc: "Segments whose newest record is older than this are deleted; -1 keeps them forever.",
     },
     ConfigDef {
         name: SEGMENT_BYTES,
         config_type: ConfigType::Int,
-        min: 14,
-        max: i32::MAX as i64,
+        values: Values::Range {
+            min: 14,
+            max: i32::MAX as i64,
+        },
+        broker_name: "log.segment.bytes",
         doc: "Segment file size at which the log rolls to a new segment.",
     },
     ConfigDef {
         name: SEGMENT_INDEX_BYTES,
         config_type: ConfigType::Int,
-        min: 8,
-        max: i32::MAX as i64,
+        values: Values::Range {
+            min: 8,
+            max: i32::MAX as i64,
+        },
+        broker_name: "log.index.size.max.bytes",
         doc: "Size of the offset index of one segment; a full index rolls the segment.",
+    },
+    ConfigDef {
+        name: SEGMENT_MS,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: 1,
+            max: i64::MAX,
+        },
+        broker_name: "log.roll.ms",
+        doc: "A segment older than this rolls at the next append, so retention can delete it.",
     },
 ];
 
@@ -76,25 +151,51 @@ pub enum ConfigError {
     },
 }
 
+/// Checks one config value.
+pub fn validate_one(name: &str, value: &str) -> Result<(), ConfigError> {
+    let def = config_def(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match def.values {
+        Values::Range { min, max } => {
+            let number: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("not a number".into()))?;
+            if number < min {
+                return Err(invalid(format!("value must be at least {min}")));
+            }
+            if number > max {
+                return Err(invalid(format!("value must be at most {max}")));
+            }
+        }
+        Values::OneOf(allowed) => {
+            let words: Vec<&str> = match def.config_type {
+                ConfigType::List => value.split(',').map(str::trim).collect(),
+                _ => vec![value.trim()],
+            };
+            for word in words {
+                if !allowed.contains(&word) {
+                    let why = if name == CLEANUP_POLICY && word == "compact" {
+                        "log compaction is not supported yet".to_string()
+                    } else {
+                        format!("must be one of {}", allowed.join(", "))
+                    };
+                    return Err(invalid(why));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks every override; the first bad one is the error.
 pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
     for (name, value) in configs {
-        let def = config_def(name).ok_or_else(|| ConfigError::Unknown(name.clone()))?;
-        let invalid = |reason: String| ConfigError::Invalid {
-            name: name.clone(),
-            value: value.clone(),
-            reason,
-        };
-        let number: i64 = value
-            .trim()
-            .parse()
-            .map_err(|_| invalid("not a number".into()))?;
-        if number < def.min {
-            return Err(invalid(format!("value must be at least {}", def.min)));
-        }
-        if number > def.max {
-            return Err(invalid(format!("value must be at most {}", def.max)));
-        }
+        validate_one(name, value)?;
     }
     Ok(())
 }
@@ -102,10 +203,18 @@ pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
 /// The broker default of a config, as a string.
 pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
     let value = match name {
+        CLEANUP_POLICY => "delete".to_string(),
         SEGMENT_BYTES => defaults.segment_bytes.to_string(),
         SEGMENT_INDEX_BYTES => defaults.segment_index_bytes.to_string(),
+        SEGMENT_MS => defaults.segment_ms.to_string(),
         INDEX_INTERVAL_BYTES => defaults.index_interval_bytes.to_string(),
         MAX_MESSAGE_BYTES => defaults.max_message_bytes.to_string(),
+        RETENTION_MS => defaults.retention_ms.to_string(),
+        RETENTION_BYTES => defaults.retention_bytes.to_string(),
+        MESSAGE_TIMESTAMP_TYPE => match defaults.timestamp_type {
+            TimestampType::CreateTime => "CreateTime".to_string(),
+            TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+        },
         _ => return None,
     };
     Some(value)
@@ -114,23 +223,38 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
 /// The storage config of a topic: its overrides over the broker defaults.
 /// Overrides were validated when written.
 pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
-    let mut config = defaults.clone();
+    let mut config = *defaults;
     let number = |name: &str| {
         overrides
             .get(name)
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
     };
-    if let Some(v) = number(SEGMENT_BYTES) {
+    let unsigned = |name: &str| number(name).and_then(|v| u64::try_from(v).ok());
+    if let Some(v) = unsigned(SEGMENT_BYTES) {
         config.segment_bytes = v;
     }
-    if let Some(v) = number(SEGMENT_INDEX_BYTES) {
+    if let Some(v) = unsigned(SEGMENT_INDEX_BYTES) {
         config.segment_index_bytes = v;
     }
-    if let Some(v) = number(INDEX_INTERVAL_BYTES) {
+    if let Some(v) = unsigned(INDEX_INTERVAL_BYTES) {
         config.index_interval_bytes = v;
     }
-    if let Some(v) = number(MAX_MESSAGE_BYTES) {
+    if let Some(v) = unsigned(MAX_MESSAGE_BYTES) {
         config.max_message_bytes = u32::try_from(v).unwrap_or(u32::MAX);
+    }
+    if let Some(v) = number(SEGMENT_MS) {
+        config.segment_ms = v;
+    }
+    if let Some(v) = number(RETENTION_MS) {
+        config.retention_ms = v;
+    }
+    if let Some(v) = number(RETENTION_BYTES) {
+        config.retention_bytes = v;
+    }
+    match overrides.get(MESSAGE_TIMESTAMP_TYPE).map(|v| v.trim()) {
+        Some("LogAppendTime") => config.timestamp_type = TimestampType::LogAppendTime,
+        Some("CreateTime") => config.timestamp_type = TimestampType::CreateTime,
+        _ => {}
     }
     config
 }
@@ -148,6 +272,15 @@ mod tests {
             ("max.message.bytes", "-1", false),
             ("max.message.bytes", "100", true),
             ("no.such.config", "1", false),
+            ("retention.ms", "-1", true),
+            ("retention.ms", "-2", false),
+            ("retention.bytes", "1073741824", true),
+            ("segment.ms", "0", false),
+            ("cleanup.policy", "delete", true),
+            ("cleanup.policy", "compact", false),
+            ("cleanup.policy", "sideways", false),
+            ("message.timestamp.type", "LogAppendTime", true),
+            ("message.timestamp.type", "Now", false),
         ];
         for (name, value, ok) in cases {
             let configs = BTreeMap::from([(name.to_string(), value.to_string())]);

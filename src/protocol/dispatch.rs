@@ -4,6 +4,7 @@
 //! even though their answers are awaited concurrently.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
@@ -24,7 +25,8 @@ pub type ResponseFrame = Vec<Bytes>;
 pub type PendingResponse =
     Pin<Box<dyn Future<Output = Result<Option<ResponseFrame>, ProtocolError>>>>;
 
-pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
+/// `client_ip` is the connection's peer (group members report it).
+pub fn dispatch(shard: &Rc<Shard>, request: Request, client_ip: IpAddr) -> PendingResponse {
     let Request {
         api,
         version,
@@ -32,6 +34,11 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
         body,
     } = request;
     let correlation_id = header.correlation_id;
+    let client_id = header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     let respond = move |body: ResponseKind| {
         encode_response(api, version, correlation_id, &body).map(|frame| Some(vec![frame]))
     };
@@ -86,6 +93,80 @@ pub fn dispatch(shard: &Rc<Shard>, request: Request) -> PendingResponse {
         RequestKind::DescribeConfigs(request) => {
             let response = handlers::describe_configs::handle(&shard, request, version);
             Box::pin(async move { respond(ResponseKind::DescribeConfigs(response)) })
+        }
+        RequestKind::FindCoordinator(request) => Box::pin(async move {
+            respond(ResponseKind::FindCoordinator(
+                handlers::find_coordinator::handle(&shard, request, version).await,
+            ))
+        }),
+        RequestKind::JoinGroup(request) => {
+            let pending =
+                handlers::join_group::start(&shard, request, version, client_id, client_ip);
+            Box::pin(async move { respond(ResponseKind::JoinGroup(pending.await)) })
+        }
+        RequestKind::SyncGroup(request) => {
+            let pending = handlers::sync_group::start(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::SyncGroup(pending.await)) })
+        }
+        RequestKind::Heartbeat(request) => {
+            let response = handlers::heartbeat::handle(&shard, request);
+            Box::pin(async move { respond(ResponseKind::Heartbeat(response)) })
+        }
+        RequestKind::LeaveGroup(request) => {
+            let response = handlers::leave_group::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::LeaveGroup(response)) })
+        }
+        RequestKind::OffsetCommit(request) => {
+            let pending = handlers::offset_commit::start(&shard, request);
+            Box::pin(async move { respond(ResponseKind::OffsetCommit(pending.await)) })
+        }
+        RequestKind::OffsetFetch(request) => {
+            let response = handlers::offset_fetch::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::OffsetFetch(response)) })
+        }
+        RequestKind::ListGroups(request) => {
+            let response = handlers::list_groups::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::ListGroups(response)) })
+        }
+        RequestKind::DescribeGroups(request) => {
+            let response = handlers::describe_groups::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::DescribeGroups(response)) })
+        }
+        RequestKind::DeleteGroups(request) => {
+            let pending = handlers::delete_groups::start(&shard, request);
+            Box::pin(async move { respond(ResponseKind::DeleteGroups(pending.await)) })
+        }
+        RequestKind::OffsetDelete(request) => {
+            let pending = handlers::offset_delete::start(&shard, request);
+            Box::pin(async move { respond(ResponseKind::OffsetDelete(pending.await)) })
+        }
+        RequestKind::DeleteRecords(request) => Box::pin(async move {
+            respond(ResponseKind::DeleteRecords(
+                handlers::delete_records::handle(&shard, request).await,
+            ))
+        }),
+        RequestKind::DescribeLogDirs(request) => {
+            let response = handlers::describe_log_dirs::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::DescribeLogDirs(response)) })
+        }
+        RequestKind::AlterConfigs(request) => Box::pin(async move {
+            respond(ResponseKind::AlterConfigs(
+                handlers::alter_configs::handle(&shard, request).await,
+            ))
+        }),
+        RequestKind::IncrementalAlterConfigs(request) => Box::pin(async move {
+            respond(ResponseKind::IncrementalAlterConfigs(
+                handlers::incremental_alter_configs::handle(&shard, request).await,
+            ))
+        }),
+        RequestKind::ConsumerGroupHeartbeat(request) => {
+            let response =
+                handlers::consumer_group_heartbeat::handle(&shard, request, client_id, client_ip);
+            Box::pin(async move { respond(ResponseKind::ConsumerGroupHeartbeat(response)) })
+        }
+        RequestKind::ConsumerGroupDescribe(request) => {
+            let response = handlers::consumer_group_describe::handle(&shard, request, version);
+            Box::pin(async move { respond(ResponseKind::ConsumerGroupDescribe(response)) })
         }
         // The codec only lets through APIs listed in `versions::SUPPORTED`.
         _ => Box::pin(async move { Err(ProtocolError::UnsupportedVersion { api, version }) }),
@@ -229,6 +310,164 @@ mod tests {
                     .with_count(1),
             ]))
             }
+            ApiKey::FindCoordinator => RequestKind::FindCoordinator(
+                FindCoordinatorRequest::default()
+                    .with_key(StrBytes::from_static_str("g"))
+                    .with_coordinator_keys(if version >= 4 {
+                        vec![StrBytes::from_static_str("g")]
+                    } else {
+                        Vec::new()
+                    }),
+            ),
+            ApiKey::JoinGroup => RequestKind::JoinGroup(
+                JoinGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_string(format!("g{version}"))))
+                    .with_session_timeout_ms(10_000)
+                    .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+                    .with_protocol_type(StrBytes::from_static_str("consumer"))
+                    .with_protocols(vec![
+                        join_group_request::JoinGroupRequestProtocol::default()
+                            .with_name(StrBytes::from_static_str("range"))
+                            .with_metadata(Bytes::from_static(b"meta")),
+                    ]),
+            ),
+            ApiKey::SyncGroup => RequestKind::SyncGroup(
+                SyncGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g0")))
+                    .with_member_id(StrBytes::from_static_str("nobody")),
+            ),
+            ApiKey::Heartbeat => RequestKind::Heartbeat(
+                HeartbeatRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g0")))
+                    .with_member_id(StrBytes::from_static_str("nobody")),
+            ),
+            ApiKey::LeaveGroup => {
+                let request = LeaveGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g0")));
+                RequestKind::LeaveGroup(if version >= 3 {
+                    request.with_members(vec![
+                        leave_group_request::MemberIdentity::default()
+                            .with_member_id(StrBytes::from_static_str("nobody")),
+                    ])
+                } else {
+                    request.with_member_id(StrBytes::from_static_str("nobody"))
+                })
+            }
+            ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("standalone")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![
+                        offset_commit_request::OffsetCommitRequestTopic::default()
+                            .with_name(t())
+                            .with_partitions(vec![
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_committed_offset(1)
+                                    .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                            ]),
+                    ]),
+            ),
+            ApiKey::OffsetFetch => {
+                let topics = || {
+                    Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(t())
+                            .with_partition_indexes(vec![0, 1]),
+                    ])
+                };
+                let request = OffsetFetchRequest::default();
+                RequestKind::OffsetFetch(if version >= 8 {
+                    request.with_groups(vec![
+                        offset_fetch_request::OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_static_str("standalone")))
+                            .with_topics(Some(vec![
+                                offset_fetch_request::OffsetFetchRequestTopics::default()
+                                    .with_name(t())
+                                    .with_partition_indexes(vec![0, 1]),
+                            ])),
+                    ])
+                } else {
+                    request
+                        .with_group_id(GroupId(StrBytes::from_static_str("standalone")))
+                        .with_topics(topics())
+                })
+            }
+            ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+            ApiKey::DescribeGroups => {
+                RequestKind::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![
+                    GroupId(StrBytes::from_static_str("g0")),
+                    GroupId(StrBytes::from_static_str("unknown")),
+                ]))
+            }
+            ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+                DeleteGroupsRequest::default()
+                    .with_groups_names(vec![GroupId(StrBytes::from_static_str("unknown"))]),
+            ),
+            ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+                OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("standalone")))
+                    .with_topics(vec![
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(t())
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default(),
+                            ]),
+                    ]),
+            ),
+            ApiKey::DeleteRecords => {
+                RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                    delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(t())
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_offset(1),
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(7)
+                                .with_offset(-1),
+                        ]),
+                ]))
+            }
+            ApiKey::DescribeLogDirs => {
+                RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
+            }
+            ApiKey::AlterConfigs => {
+                RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.to_string()))
+                        .with_configs(vec![
+                            alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("60000"))),
+                        ]),
+                ]))
+            }
+            ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.to_string()))
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.bytes"))
+                                .with_config_operation(0)
+                                .with_value(Some(StrBytes::from_static_str("1048576"))),
+                        ]),
+                ]),
+            ),
+            ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("kip848")))
+                    .with_member_id(StrBytes::from_string(format!("member-{version}")))
+                    .with_rebalance_timeout_ms(30_000)
+                    .with_subscribed_topic_names(Some(vec![t()])),
+            ),
+            ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+                    GroupId(StrBytes::from_static_str("kip848")),
+                    GroupId(StrBytes::from_static_str("g0")),
+                ]),
+            ),
             other => panic!("no test request for {other:?}"),
         }
     }
@@ -253,6 +492,12 @@ mod tests {
                     socket_request_max_bytes: 1 << 20,
                     tail_cache_bytes_per_shard: 1 << 20,
                     log: LogConfig::default(),
+                    retention_check_interval_ms: 300_000,
+                    group: crate::group::GroupConfig {
+                        initial_rebalance_delay_ms: 0,
+                        offsets_partitions: 3,
+                        ..crate::group::GroupConfig::default()
+                    },
                 };
                 let _: ClusterView = view.clone();
                 let shard = Rc::new(Shard::new(
@@ -282,7 +527,7 @@ mod tests {
                             header,
                             body,
                         };
-                        let slices = dispatch(&shard, parsed)
+                        let slices = dispatch(&shard, parsed, "127.0.0.1".parse().expect("ip"))
                             .await
                             .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"))
                             .unwrap_or_else(|| panic!("{api:?} v{version}: no response"));

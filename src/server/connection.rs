@@ -39,7 +39,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
             let writer_task =
                 glommio::spawn_local(write_responses(writer, receiver, peer).in_current_span());
-            if let Err(error) = read_requests(&shard, stream, &sender).await {
+            if let Err(error) = read_requests(&shard, stream, &sender, peer).await {
                 match error {
                     ConnectionError::Protocol(e) => warn!(%peer, error = %e, "closing connection"),
                     ConnectionError::Io(e) => debug!(%peer, error = %e, "connection read ended"),
@@ -70,6 +70,7 @@ async fn read_requests(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
     responses: &local_channel::LocalSender<PendingResponse>,
+    peer: SocketAddr,
 ) -> Result<(), ConnectionError> {
     let max = shard.config.socket_request_max_bytes;
     loop {
@@ -97,7 +98,7 @@ async fn read_requests(
             return Ok(());
         };
         let pending: PendingResponse = match codec::parse(frame.freeze())? {
-            Parsed::Request(request) => dispatch(shard, *request),
+            Parsed::Request(request) => dispatch(shard, *request, peer.ip()),
             Parsed::ApiVersionsUnsupported { correlation_id } => {
                 let response = codec::api_versions_unsupported(correlation_id);
                 Box::pin(async move { response.map(|frame| Some(vec![frame])) })

@@ -256,6 +256,9 @@ async fn shard_main(
             .detach();
         }
     }
+    shard.groups.load_owned(&shard);
+    glommio::spawn_local(run_group_timers(shard.clone()).in_current_span()).detach();
+    spawn_background(run_retention(shard.clone()).in_current_span());
     glommio::spawn_local(watch_stop_flag(shard.clone(), stop).in_current_span()).detach();
     let _ = ready.send(Ok(index));
 
@@ -282,6 +285,60 @@ fn handle_envelope(shard: &Rc<Shard>, _peer: usize, envelope: Envelope) {
             .detach();
         }
         Envelope::Reply { id, body } => shard.mesh.complete(id, body),
+    }
+}
+
+/// Background work (retention) runs in a low-share task queue, so it never
+/// takes latency from produce and fetch.
+fn spawn_background(task: impl std::future::Future<Output = ()> + 'static) {
+    let executor = glommio::executor();
+    let queue = executor.create_task_queue(
+        glommio::Shares::Static(BACKGROUND_SHARES),
+        glommio::Latency::NotImportant,
+        "background",
+    );
+    match glommio::spawn_local_into(task, queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(error) => warn!(%error, "could not start background work"),
+    }
+}
+
+/// Shares of the background task queue (the default queue has 1000).
+const BACKGROUND_SHARES: usize = 100;
+
+/// Deletes segments by retention.ms/retention.bytes every
+/// `log.retention.check.interval.ms`.
+async fn run_retention(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
+    while !shard.is_shutting_down() {
+        let stop = shard.shutdown.notified();
+        let woke = future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                true
+            },
+            async {
+                stop.await;
+                false
+            },
+        )
+        .await;
+        if !woke {
+            break;
+        }
+        shard.enforce_retention().await;
+    }
+}
+
+/// Moves consumer groups on: session expiry, rebalance timeouts, the
+/// initial rebalance delay, offset expiry.
+async fn run_group_timers(shard: Rc<Shard>) {
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(crate::group::coordinator::TICK_INTERVAL).await;
+        shard.groups.tick(&shard);
+        shard.groups.maybe_compact(&shard);
     }
 }
 

@@ -51,6 +51,12 @@ pub enum ControlRequest {
     },
     /// To shard 0: delete a topic.
     DeleteTopic { name: String },
+    /// To shard 0: replace a topic's config overrides.
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
     /// From shard 0: apply a record already in the metadata log.
     Apply(MetadataRecord),
 }

@@ -6,6 +6,7 @@
 pub mod commit;
 pub mod mesh;
 pub mod notify;
+pub mod oneshot;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use kafka_protocol::ResponseError;
 use tracing::{info, warn};
 
 use crate::config::{BrokerConfig, MAX_PARTITIONS_PER_TOPIC};
+use crate::group::{Coordinator, OFFSETS_TOPIC};
 use crate::metadata::topic_config;
 use crate::metadata::{ClusterView, MetadataLog, MetadataRecord, placement};
 use crate::storage::{CacheBudget, PartitionLog, StorageError};
@@ -41,6 +43,8 @@ pub struct Shard {
     logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
     cache: Rc<CacheBudget>,
     pub commit: Rc<GroupCommit>,
+    /// The consumer groups this shard coordinates.
+    pub groups: Coordinator,
     pub mesh: Mesh,
     /// Shard 0 only: the metadata log, taken out while a blocking append runs.
     metadata_log: RefCell<Option<MetadataLog>>,
@@ -61,6 +65,7 @@ impl Shard {
         mesh: Mesh,
     ) -> Shard {
         let cache = CacheBudget::new(config.tail_cache_bytes_per_shard);
+        let groups = Coordinator::new(config.group.clone());
         Shard {
             id,
             config,
@@ -68,6 +73,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             cache,
             commit: Rc::new(GroupCommit::default()),
+            groups,
             mesh,
             metadata_log: RefCell::new(metadata_log),
             metadata_lock: glommio::sync::Semaphore::new(1),
@@ -145,8 +151,7 @@ impl Shard {
                 continue;
             }
             let dir = self.partition_dir(topic, index);
-            let log =
-                Rc::new(PartitionLog::open(dir, log_config.clone(), self.cache.clone()).await?);
+            let log = Rc::new(PartitionLog::open(dir, log_config, self.cache.clone()).await?);
             let mut logs = self.logs.borrow_mut();
             let slots = logs.entry(topic.to_string()).or_default();
             if slots.len() <= index {
@@ -169,10 +174,28 @@ impl Shard {
                     self.open_partitions(&topic.name, &topic.partition_shards, &topic.configs)
                         .await
                         .map_err(|e| e.to_string())?;
+                    if topic.name == OFFSETS_TOPIC
+                        && matches!(record, MetadataRecord::TopicCreated { .. })
+                    {
+                        let owned: Vec<i32> = (0..topic.partition_count())
+                            .filter(|p| topic.owner(*p) == Some(self.id))
+                            .collect();
+                        self.groups.partitions_created(&owned);
+                    }
+                }
+                Ok(())
+            }
+            MetadataRecord::TopicConfigsChanged { name, configs } => {
+                let config = topic_config::log_config(&self.config.log, configs);
+                if let Some(partitions) = self.logs.borrow().get(name) {
+                    for log in partitions.iter().flatten() {
+                        log.set_config(config);
+                    }
                 }
                 Ok(())
             }
             MetadataRecord::TopicDeleted { name } => {
+                self.groups.topic_deleted(self, name);
                 let removed = self.logs.borrow_mut().remove(name).unwrap_or_default();
                 let dirs: Vec<PathBuf> = removed
                     .iter()
@@ -238,6 +261,14 @@ impl Shard {
                     .await
             }
             ControlRequest::DeleteTopic { name } => self.delete_topic(&name).await,
+            ControlRequest::AlterTopicConfigs {
+                name,
+                configs,
+                validate_only,
+            } => {
+                self.alter_topic_configs(&name, configs, validate_only)
+                    .await
+            }
             ControlRequest::Apply(_) => Err(AdminError::new(
                 ResponseError::InvalidRequest,
                 "apply is not a metadata change",
@@ -294,6 +325,7 @@ impl Shard {
         assignment: Option<Vec<i32>>,
         validate_only: bool,
     ) -> Result<u128, AdminError> {
+        refuse_internal(name)?;
         let (current, topic_id) = match self.cluster.borrow().topic(name) {
             Some(topic) => (topic.partition_count(), topic.topic_id),
             None => {
@@ -338,6 +370,7 @@ impl Shard {
     }
 
     async fn delete_topic(self: &Rc<Self>, name: &str) -> Result<u128, AdminError> {
+        refuse_internal(name)?;
         let topic_id = match self.cluster.borrow().topic(name) {
             Some(topic) => topic.topic_id,
             None => {
@@ -352,6 +385,36 @@ impl Shard {
         };
         self.commit_record(record).await?;
         info!(topic = %name, "topic deleted");
+        Ok(topic_id)
+    }
+
+    /// Replaces a topic's config overrides (validated first).
+    async fn alter_topic_configs(
+        self: &Rc<Self>,
+        name: &str,
+        configs: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<u128, AdminError> {
+        let topic_id = match self.cluster.borrow().topic(name) {
+            Some(topic) => topic.topic_id,
+            None => {
+                return Err(AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                ));
+            }
+        };
+        topic_config::validate(&configs)
+            .map_err(|e| AdminError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        if validate_only {
+            return Ok(topic_id);
+        }
+        let record = MetadataRecord::TopicConfigsChanged {
+            name: name.to_string(),
+            configs,
+        };
+        self.commit_record(record).await?;
+        info!(topic = %name, "topic configs changed");
         Ok(topic_id)
     }
 
@@ -437,6 +500,7 @@ impl Shard {
 
     pub fn begin_shutdown(&self) {
         if !self.shutting_down.replace(true) {
+            self.groups.unload_all();
             self.shutdown.notify_all();
         }
     }
@@ -453,6 +517,52 @@ impl Shard {
 
     pub fn connection_count(&self) -> usize {
         self.connections.get()
+    }
+
+    /// Applies retention to every log of this shard (the consumer offsets
+    /// compact themselves instead).
+    pub async fn enforce_retention(&self) {
+        let logs: Vec<(String, Rc<PartitionLog>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .filter(|(topic, _)| topic.as_str() != OFFSETS_TOPIC)
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .flatten()
+                    .map(move |log| (topic.clone(), log.clone()))
+            })
+            .collect();
+        let now = crate::types::now_ms();
+        for (topic, log) in logs {
+            match log.enforce_retention(now).await {
+                Ok(0) => {}
+                Ok(deleted) => info!(
+                    %topic,
+                    log = %log.dir().display(),
+                    deleted,
+                    log_start = log.log_start_offset().0,
+                    "retention deleted old segments"
+                ),
+                Err(error) => warn!(log = %log.dir().display(), %error, "retention failed"),
+            }
+        }
+    }
+
+    /// This shard's logs of `topic`, by partition index.
+    pub fn local_logs(&self, topic: &str) -> Vec<(i32, Rc<PartitionLog>)> {
+        self.logs
+            .borrow()
+            .get(topic)
+            .map(|partitions| {
+                partitions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, log)| Some((i as i32, log.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Clean stop: every staged append flushed, every log closed.
@@ -472,6 +582,19 @@ impl Shard {
             }
         }
     }
+}
+
+/// The offsets topic holds every group's committed offsets, and its
+/// partition count decides where each group lives: it is neither deleted
+/// nor grown by clients.
+fn refuse_internal(name: &str) -> Result<(), AdminError> {
+    if name == OFFSETS_TOPIC {
+        return Err(AdminError::new(
+            ResponseError::InvalidTopicException,
+            format!("Topic {name} is an internal topic of the group coordinator."),
+        ));
+    }
+    Ok(())
 }
 
 /// Kafka's topic name rules.

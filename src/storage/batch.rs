@@ -213,6 +213,33 @@ fn trailing_bytes_error(trailing: &[u8]) -> StorageError {
     }
 }
 
+/// Attribute bit 3: the batch's timestamps are the broker's append time.
+pub const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+
+/// Like [`assign`], for a topic with `message.timestamp.type=LogAppendTime`:
+/// the timestamp-type bit is set and the max timestamp becomes the append
+/// time (what consumers then see for every record), and the CRC is
+/// recomputed over the changed fields.
+pub fn assign_log_append_time(
+    batch: &[u8],
+    base_offset: Offset,
+    leader_epoch: i32,
+    append_time_ms: i64,
+) -> Bytes {
+    let mut copy = BytesMut::with_capacity(batch.len());
+    copy.put_slice(batch);
+    copy[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&base_offset.0.to_be_bytes());
+    copy[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+    let attributes = i16_at(&copy, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
+    copy[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    copy[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&append_time_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&copy[ATTRIBUTES_OFFSET..]);
+    copy[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    copy.freeze()
+}
+
 /// A copy of `batch` with the broker's fields set: base offset and
 /// partition leader epoch (both outside the CRC).
 pub fn assign(batch: &[u8], base_offset: Offset, leader_epoch: i32) -> Bytes {

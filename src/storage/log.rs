@@ -31,11 +31,30 @@ use crate::types::Offset;
 /// The one partition leader epoch of a single-node partition.
 pub const LEADER_EPOCH: i32 = 0;
 
+/// Kafka's `message.timestamp.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
 /// Per-topic storage settings (Kafka's names and defaults).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// `segment.bytes`: a segment rolls before it would grow past this.
     pub segment_bytes: u64,
+    /// `segment.ms`: a segment whose first append is older than this rolls
+    /// at the next append.
+    pub segment_ms: i64,
+    /// `retention.ms`: closed segments whose newest record is older than
+    /// this are deleted; -1 keeps them forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: the oldest closed segments are deleted while the
+    /// log is larger than this; -1 for no bound.
+    pub retention_bytes: i64,
+    /// `message.timestamp.type`: keep the producer's timestamps, or stamp
+    /// each batch with the time it was appended.
+    pub timestamp_type: TimestampType,
     /// `index.interval.bytes`: log bytes between offset index entries.
     pub index_interval_bytes: u64,
     /// `segment.index.bytes`: a full offset index rolls the segment.
@@ -48,6 +67,10 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 * 1024 * 1024,
             max_message_bytes: 1_048_588,
@@ -132,7 +155,8 @@ impl LogState {
 #[derive(Debug)]
 pub struct PartitionLog {
     dir: PathBuf,
-    config: LogConfig,
+    /// Changed live by AlterConfigs; read afresh by every operation.
+    config: Cell<LogConfig>,
     cache: Rc<CacheBudget>,
     state: RefCell<LogState>,
     flushing: Cell<bool>,
@@ -194,8 +218,22 @@ impl PartitionLog {
     ) -> Result<PartitionLog, StorageError> {
         recovery::create_dir(&dir).await?;
         probe_polled_io(&dir).await?;
-        let segments = recovery::recover(&dir, &config).await?;
-        let log_start = segments.keys().next().copied().unwrap_or_default();
+        let mut segments = recovery::recover(&dir, &config).await?;
+        if let Some(active) = segments.values_mut().last()
+            && active.size_bytes > 0
+        {
+            active.first_append_ms = Some(crate::types::now_ms());
+        }
+        let first_base = segments.keys().next().copied().unwrap_or_default();
+        let next = segments
+            .values()
+            .last()
+            .map(|s| s.next_offset)
+            .unwrap_or_default();
+        // DeleteRecords may have moved the start inside the first segment.
+        let log_start = read_log_start_checkpoint(&dir)
+            .await?
+            .map_or(first_base, |checkpoint| checkpoint.clamp(first_base, next));
         let next_offset = segments
             .values()
             .last()
@@ -203,7 +241,7 @@ impl PartitionLog {
             .unwrap_or_default();
         let log = PartitionLog {
             dir,
-            config,
+            config: Cell::new(config),
             cache,
             state: RefCell::new(LogState {
                 segments,
@@ -220,6 +258,16 @@ impl PartitionLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.get()
+    }
+
+    /// Applies changed topic configs; the next append, roll and retention
+    /// check use them.
+    pub fn set_config(&self, config: LogConfig) {
+        self.config.set(config);
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -240,12 +288,13 @@ impl PartitionLog {
     }
 
     /// Validates, assigns offsets to and stages one produced batch.
-    pub fn append(&self, records: &Bytes, _now_ms: i64) -> Result<AppendInfo, StorageError> {
-        let header = batch::validate_produced(records, self.config.max_message_bytes)?;
+    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let config = self.config.get();
+        let header = batch::validate_produced(records, config.max_message_bytes)?;
         let mut state = self.state.borrow_mut();
         let base_offset = state.next_offset;
         let last_offset = Offset(base_offset.0 + i64::from(header.last_offset_delta));
-        if should_roll(&self.config, state.active(), records.len(), last_offset) {
+        if should_roll(&config, state.active(), records.len(), last_offset, now_ms) {
             let active = state.active();
             active.closed = true;
             active.seal_time_index();
@@ -253,17 +302,29 @@ impl PartitionLog {
                 .segments
                 .insert(base_offset, Segment::new(&self.dir, base_offset));
         }
-        let assigned = batch::assign(records, base_offset, LEADER_EPOCH);
+        let (assigned, header) = match config.timestamp_type {
+            TimestampType::CreateTime => {
+                (batch::assign(records, base_offset, LEADER_EPOCH), header)
+            }
+            TimestampType::LogAppendTime => (
+                batch::assign_log_append_time(records, base_offset, LEADER_EPOCH, now_ms),
+                BatchHeader {
+                    attributes: header.attributes | batch::TIMESTAMP_TYPE_BIT,
+                    max_timestamp: now_ms,
+                    ..header
+                },
+            ),
+        };
         let assigned_header = BatchHeader {
             base_offset: base_offset.0,
             partition_leader_epoch: LEADER_EPOCH,
             ..header
         };
-        state.active().stage(
-            &assigned,
-            &assigned_header,
-            self.config.index_interval_bytes,
-        );
+        let active = state.active();
+        if active.size_bytes == 0 {
+            active.first_append_ms = Some(now_ms);
+        }
+        active.stage(&assigned, &assigned_header, config.index_interval_bytes);
         state.next_offset = last_offset.next();
         self.cache
             .used_bytes
@@ -604,6 +665,168 @@ impl PartitionLog {
         })
     }
 
+    /// Bytes of the log on disk (every segment, staged bytes included).
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.size_bytes)
+            .sum()
+    }
+
+    /// Retention (`retention.ms`, `retention.bytes`): deletes the oldest
+    /// closed segments whose newest record is older than `retention.ms`, or
+    /// while the log without them would still be larger than
+    /// `retention.bytes`. Never the active segment; the log start moves
+    /// first (see [`PartitionLog::delete_segments_before`]). Returns how
+    /// many segments went.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let config = self.config.get();
+        let cutoff = {
+            let state = self.state.borrow();
+            let total: u64 = state.segments.values().map(|s| s.size_bytes).sum();
+            let mut excess = u64::try_from(config.retention_bytes)
+                .map(|limit| total.saturating_sub(limit))
+                .unwrap_or(0);
+            let expired_before =
+                (config.retention_ms >= 0).then(|| now_ms.saturating_sub(config.retention_ms));
+            let mut cutoff = None;
+            let closed = state.segments.len().saturating_sub(1);
+            for segment in state.segments.values().take(closed) {
+                let by_time = match (expired_before, segment.max_timestamp) {
+                    (Some(limit), Some((newest, _))) => newest < limit,
+                    _ => false,
+                };
+                let by_size = excess > 0 && excess >= segment.size_bytes;
+                if !by_time && !by_size {
+                    break;
+                }
+                excess = excess.saturating_sub(segment.size_bytes);
+                cutoff = Some(segment.next_offset);
+            }
+            cutoff
+        };
+        match cutoff {
+            Some(offset) => self.delete_segments_before(offset).await,
+            None => Ok(0),
+        }
+    }
+
+    /// DeleteRecords: the log starts at `offset` from now on (an offset at
+    /// most the high watermark; records below it are no longer served) and
+    /// whole segments below it are deleted. The new start is made durable
+    /// (a checkpoint file) before anything is deleted. Returns the log
+    /// start.
+    pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, StorageError> {
+        let (log_start, high_watermark) = {
+            let state = self.state.borrow();
+            (state.log_start, state.high_watermark)
+        };
+        if offset > high_watermark || offset.0 < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start,
+                high_watermark,
+            });
+        }
+        if offset <= log_start {
+            return Ok(log_start);
+        }
+        write_index_files(
+            self.dir.clone(),
+            vec![(
+                self.dir.join(LOG_START_CHECKPOINT),
+                offset.0.to_string().into_bytes(),
+            )],
+        )
+        .await?;
+        self.state.borrow_mut().log_start = offset;
+        self.delete_segments_before(offset).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// How many segments the log has (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.state.borrow().segments.len()
+    }
+
+    /// Deletes the oldest segments whose every offset is below `offset`:
+    /// only closed, trimmed, fully durable ones with their index files
+    /// written, oldest first, never the active segment. The log then starts
+    /// at the first remaining segment. Returns how many were deleted.
+    ///
+    /// Files go index files first, then the `.log`, then the directory is
+    /// synced: a crash part-way leaves a log that starts later, never a
+    /// hole, and recovery rebuilds any index it lacks.
+    pub async fn delete_segments_before(&self, offset: Offset) -> Result<usize, StorageError> {
+        let doomed: Vec<Segment> = {
+            let mut state = self.state.borrow_mut();
+            let mut doomed = Vec::new();
+            while state.segments.len() > 1 {
+                let Some(first) = state.segments.values().next() else {
+                    break;
+                };
+                let deletable = first.closed
+                    && first.trimmed
+                    && first.indexes_written
+                    && first.staged.is_empty()
+                    && first.durable_bytes == first.size_bytes
+                    && first.next_offset <= offset
+                    && first.next_offset <= state.high_watermark;
+                if !deletable {
+                    break;
+                }
+                if let Some((_, segment)) = state.segments.pop_first() {
+                    doomed.push(segment);
+                }
+            }
+            if let Some(first) = state.segments.keys().next().copied() {
+                state.log_start = state.log_start.max(first);
+            }
+            let log_start = state.log_start;
+            while state
+                .tail
+                .front()
+                .is_some_and(|batch| batch.last_offset < log_start)
+            {
+                if let Some(batch) = state.tail.pop_front() {
+                    let used = self
+                        .cache
+                        .used_bytes
+                        .get()
+                        .saturating_sub(batch.bytes.len());
+                    self.cache.used_bytes.set(used);
+                }
+            }
+            doomed
+        };
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let count = doomed.len();
+        let paths: Vec<PathBuf> = doomed
+            .iter()
+            .flat_map(|s| [s.index_path(), s.time_index_path(), s.log_path.clone()])
+            .collect();
+        // Reads in flight keep their own handles on the files.
+        drop(doomed);
+        glommio::executor()
+            .spawn_blocking(move || {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StorageError::io("removing", path)(e)),
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        sync_dir(&self.dir).await?;
+        Ok(count)
+    }
+
     fn has_untrimmed_segments(&self) -> bool {
         self.state
             .borrow()
@@ -674,10 +897,14 @@ fn should_roll(
     active: &Segment,
     batch_bytes: usize,
     last_offset: Offset,
+    now_ms: i64,
 ) -> bool {
     if active.size_bytes == 0 {
         return false;
     }
+    let aged = active
+        .first_append_ms
+        .is_some_and(|first| now_ms.saturating_sub(first) > config.segment_ms);
     let new_size_bytes = active.size_bytes + batch_bytes as u64;
     let full = new_size_bytes > config.segment_bytes;
     let index_full =
@@ -687,7 +914,7 @@ fn should_roll(
     // Index entries hold 4-byte relative offsets and file positions.
     let offset_overflow = last_offset.0 - active.base_offset.0 > i64::from(i32::MAX);
     let position_overflow = new_size_bytes > u64::from(u32::MAX);
-    full || index_full || time_index_full || offset_overflow || position_overflow
+    full || aged || index_full || time_index_full || offset_overflow || position_overflow
 }
 
 fn first_record_at_or_after(
@@ -807,6 +1034,21 @@ async fn write_block_aligned(
         });
     }
     Ok(())
+}
+
+/// The file that keeps a log start moved by DeleteRecords: the offset in
+/// decimal ASCII, replaced atomically.
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+async fn read_log_start_checkpoint(dir: &Path) -> Result<Option<Offset>, StorageError> {
+    let path = dir.join(LOG_START_CHECKPOINT);
+    glommio::executor()
+        .spawn_blocking(move || match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.trim().parse::<i64>().ok().map(Offset)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("reading", path)(e)),
+        })
+        .await
 }
 
 pub(super) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -939,6 +1181,51 @@ mod tests {
             fill(&log, 5, 5_000).await;
             assert_eq!(log.high_watermark(), Offset(90));
             assert_eq!(read_all(&log).await.len(), 45);
+        });
+    }
+
+    #[test]
+    fn old_segments_are_deleted_as_a_prefix_and_stay_deleted() {
+        run(|dir| async move {
+            let log = open(&dir, small_segments()).await;
+            fill(&log, 40, 1_000).await;
+            let before = log.segment_count();
+            assert!(before >= 4, "{before} segments");
+            // Nothing below the first segment's end: nothing goes.
+            assert_eq!(
+                log.delete_segments_before(Offset(1)).await.expect("delete"),
+                0
+            );
+            let deleted = log
+                .delete_segments_before(Offset(40))
+                .await
+                .expect("delete");
+            assert!(deleted >= 1, "some segments wholly below 40");
+            let start = log.log_start_offset();
+            assert!(start > Offset(0) && start <= Offset(40), "{start:?}");
+            assert_eq!(log.segment_count(), before - deleted);
+            assert!(matches!(
+                log.read(Offset(0), 1 << 20).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            let rest = read_all(&log).await;
+            assert_eq!(rest.first().copied(), Some(start.0));
+            assert_eq!(rest.last().copied(), Some(78));
+            // The active segment always stays.
+            log.delete_segments_before(Offset(1_000))
+                .await
+                .expect("delete");
+            assert!(log.segment_count() >= 1);
+            let start = log.log_start_offset();
+            log.close().await.expect("close");
+            drop(log);
+            let log = open(&dir, small_segments()).await;
+            assert_eq!(
+                log.log_start_offset(),
+                start,
+                "the deletion survives a restart"
+            );
+            assert_eq!(log.log_end_offset(), Offset(80));
         });
     }
 
@@ -1173,7 +1460,7 @@ mod tests {
         for (size, entries, batch_bytes, last_offset, roll) in cases {
             let active = segment(size, entries);
             assert_eq!(
-                should_roll(&config, &active, batch_bytes, Offset(last_offset)),
+                should_roll(&config, &active, batch_bytes, Offset(last_offset), 0),
                 roll,
                 "{size} {entries} {batch_bytes} {last_offset}"
             );
@@ -1194,7 +1481,7 @@ mod tests {
                     ..LogConfig::default()
                 };
                 let cache_bytes = rng.below(50_000) as usize;
-                let mut log = open_with_cache(&dir, config.clone(), cache_bytes).await;
+                let mut log = open_with_cache(&dir, config, cache_bytes).await;
                 let mut flushed: Vec<Bytes> = Vec::new();
                 let mut pending: Vec<Bytes> = Vec::new();
                 for step in 0..150usize {
@@ -1213,13 +1500,13 @@ mod tests {
                             log.close().await.expect("close");
                             flushed.append(&mut pending);
                             drop(log);
-                            log = open_with_cache(&dir, config.clone(), cache_bytes).await;
+                            log = open_with_cache(&dir, config, cache_bytes).await;
                         }
                         6 => {
                             // A crash: what was not flushed is gone.
                             pending.clear();
                             drop(log);
-                            log = open_with_cache(&dir, config.clone(), cache_bytes).await;
+                            log = open_with_cache(&dir, config, cache_bytes).await;
                         }
                         _ => {}
                     }

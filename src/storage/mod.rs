@@ -18,6 +18,7 @@
 pub mod batch;
 pub mod log;
 pub mod offset_index;
+pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;

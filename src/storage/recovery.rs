@@ -605,7 +605,7 @@ mod tests {
                 ..LogConfig::default()
             };
             // A clean close writes the active segment's index files ...
-            let log = open(&dir, config.clone()).await;
+            let log = open(&dir, config).await;
             fill(&log, 5, 1_000).await;
             log.close().await.expect("close");
             drop(log);
@@ -614,7 +614,7 @@ mod tests {
             let stale_time = std::fs::read(first_index.with_extension("timeindex")).expect("ti");
             // ... then the segment grows and rolls, and a crash comes
             // before its new index files are written.
-            let log = open(&dir, config.clone()).await;
+            let log = open(&dir, config).await;
             for i in 5..60 {
                 log.append(&numbered_batch(i, 1_000), 0).expect("append");
             }

@@ -69,6 +69,9 @@ pub struct Segment {
     pub staged: Vec<Bytes>,
     /// No more appends: a newer segment follows.
     pub closed: bool,
+    /// Wall-clock time of the first append in this process (`segment.ms`
+    /// counts from it; a recovered segment counts from its reopening).
+    pub first_append_ms: Option<i64>,
     /// The `.index`/`.timeindex` files match the segment.
     pub indexes_written: bool,
     /// A closed segment's file has been cut to its logical size (no zero
@@ -93,6 +96,7 @@ impl Segment {
             staged_start: 0,
             staged: Vec::new(),
             closed: false,
+            first_append_ms: None,
             indexes_written: false,
             trimmed: false,
         }

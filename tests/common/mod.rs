@@ -293,7 +293,7 @@ impl Broker {
         config
     }
 
-    /// A consumer for `assign` only: consumer groups are not implemented,
+    /// A consumer for `assign` only (no subscription, no commits);
     /// `group.id` is set because librdkafka insists on one.
     pub fn consumer(&self, extra: &[(&str, &str)]) -> BaseConsumer {
         let mut config = ClientConfig::new();

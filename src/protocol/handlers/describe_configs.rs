@@ -34,17 +34,6 @@ pub struct Described {
     pub synonyms: Vec<(String, String, i8)>,
 }
 
-/// The broker-level name of a topic config's default.
-fn broker_synonym(name: &str) -> &'static str {
-    match name {
-        topic_config::SEGMENT_BYTES => "log.segment.bytes",
-        topic_config::SEGMENT_INDEX_BYTES => "log.index.size.max.bytes",
-        topic_config::INDEX_INTERVAL_BYTES => "log.index.interval.bytes",
-        topic_config::MAX_MESSAGE_BYTES => "message.max.bytes",
-        _ => "",
-    }
-}
-
 /// Every topic config of a topic with these overrides.
 pub fn describe_topic(
     config: &BrokerConfig,
@@ -62,11 +51,7 @@ pub fn describe_topic(
                 }
                 None => (default.clone(), SOURCE_DEFAULT_CONFIG),
             };
-            synonyms.push((
-                broker_synonym(def.name).to_string(),
-                default,
-                SOURCE_DEFAULT_CONFIG,
-            ));
+            synonyms.push((def.broker_name.to_string(), default, SOURCE_DEFAULT_CONFIG));
             Described {
                 name: def.name,
                 value,

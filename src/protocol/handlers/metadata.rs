@@ -145,5 +145,6 @@ fn topic_response(topic: &TopicInfo, version: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic_id)
+        .with_is_internal(version >= 1 && topic.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

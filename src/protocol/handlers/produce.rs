@@ -90,6 +90,12 @@ fn stage(
     records: Option<&bytes::Bytes>,
     now: i64,
 ) -> Result<Appended, Refused> {
+    if topic == crate::group::OFFSETS_TOPIC {
+        return Err((
+            ResponseError::InvalidTopicException,
+            Some(format!("Cannot append to internal topic {topic}")),
+        ));
+    }
     let log = serving_log(shard, topic, partition, -1).map_err(|code| (code, None))?;
     let Some(records) = records else {
         return Err((

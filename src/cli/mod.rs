@@ -1,0 +1,8 @@
+//! Command-line tools that talk to a running broker (tidelog or any Kafka)
+//! over the Kafka protocol, as Kafka's own scripts do.
+//!
+//! - `client`: a small blocking Kafka client (one request at a time).
+//! - `group`: `tidelog group list|describe|delete|reset-offsets`.
+
+pub mod client;
+pub mod group;
