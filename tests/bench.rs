@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{Broker, scratch_dir, tidelog_command};
 
@@ -143,7 +142,7 @@ fn both_drivers_verify_what_they_consume_and_compare() {
 }
 
 #[test]
-fn a_workload_file_runs_and_a_workload_needing_groups_is_refused_without_them() {
+fn workload_files_run_including_fan_out_to_four_consumer_groups() {
     let broker = Broker::start(&[]);
     let out = scratch_dir();
     let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/workloads/acks-1.toml");
@@ -166,21 +165,32 @@ fn a_workload_file_runs_and_a_workload_needing_groups_is_refused_without_them() 
     assert_eq!(result["workload"]["partitions"], 16);
     assert_eq!(result["verification"]["verified"], true);
 
+    // Four consumer groups of two members each, through librdkafka.
     let fanout = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/workloads/fanout-4-groups.toml");
-    let refused: std::process::Output = Command::new(env!("CARGO_BIN_EXE_tidelog"))
-        .args(["bench", "--quiet", "--driver", "rdkafka", "--bootstrap"])
-        .arg(broker.bootstrap())
-        .arg("--workload")
-        .arg(&fanout)
-        .arg("--out-dir")
-        .arg(out.path())
-        .output()
-        .expect("run tidelog bench");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    let has_groups = stderr.is_empty() && refused.status.success();
-    // Once the broker has consumer groups this workload runs instead.
-    assert!(
-        has_groups || stderr.contains("needs consumer groups"),
-        "{stderr}"
+    let json = bench(
+        &broker,
+        out.path(),
+        &[
+            "--workload",
+            fanout.to_str().expect("utf-8 path"),
+            "--driver",
+            "rdkafka",
+            "--rate",
+            "2000",
+            "--warmup-seconds",
+            "1",
+            "--duration-seconds",
+            "2",
+        ],
     );
+    let result = read_result(&json);
+    let context = serde_json::to_string_pretty(&result["verification"]).unwrap_or_default();
+    assert_eq!(result["workload"]["consumer_mode"], "group");
+    assert_eq!(result["verification"]["verified"], true, "{context}");
+    let sent = result["sent"].as_u64().expect("sent");
+    let sets = result["verification"]["sets"].as_array().expect("sets");
+    assert_eq!(sets.len(), 4);
+    for set in sets {
+        assert_eq!(set["received"].as_u64(), Some(sent), "{context}");
+    }
 }
