@@ -6,13 +6,16 @@
 #   scripts/compare.sh [WORKLOAD.toml] [-- extra `tidelog bench` flags]
 #
 # The second broker is Tansu (a Kafka-compatible broker in Rust), built
-# once with `cargo install tansu` (about 15 minutes on 2 cores, at nice 19)
-# into $TIDELOG_SCRATCH/tansu (default ~/.cache/tidelog-bench/tansu) and
-# started on loopback with a local storage engine: SQLite where the build
-# has it (durable, one file), else memory. Tansu's default build has only
-# the memory engine (nothing is durable: mind that when reading the ratios);
-# TANSU_FEATURES=libsql builds SQLite in (a longer build, into its own
-# folder), and TANSU_STORAGE overrides the engine URL.
+# once with `cargo install tansu --features dynostore` (15-50 minutes on 2
+# shared cores, at nice 19; its target folder is kept, so a rebuild is
+# incremental) into $TIDELOG_SCRATCH/tansu-FEATURES (default
+# ~/.cache/tidelog-bench/) and started on loopback with a local storage
+# engine. Tansu's storage engines are all behind features — a default
+# build refuses to start ("FeatureNotEnabled") — so TANSU_FEATURES
+# defaults to dynostore, whose memory://tansu/ engine needs no service
+# (nothing is durable: mind that when reading the ratios).
+# TANSU_FEATURES=libsql builds SQLite in instead (durable, one local file;
+# the engine URL is then sqlite://...), and TANSU_STORAGE overrides the URL.
 #
 # Against Kafka or Redpanda instead, start it yourself on this machine and
 # name it; the script then benchmarks that broker in Tansu's place:
@@ -108,16 +111,17 @@ if [[ -n ${OTHER_BOOTSTRAP:-} ]]; then
     bench "$other" "$OTHER_BOOTSTRAP" "${policy[@]}"
 else
     other=tansu
-    features=${TANSU_FEATURES:-}
-    tansu_root=$scratch/tansu${features:+-${features//[, ]/-}}
+    features=${TANSU_FEATURES:-dynostore}
+    tansu_root=$scratch/tansu-${features//[, ]/-}
     tansu=$tansu_root/bin/tansu
     if [[ ! -x $tansu ]]; then
-        say "installing Tansu into $tansu_root (once; about 15 minutes on 2 cores)"
-        nice -n 19 cargo install tansu --locked --root "$tansu_root" ${features:+--features "$features"}
+        say "installing Tansu ($features) into $tansu_root (once; 15-50 minutes on 2 cores)"
+        CARGO_TARGET_DIR=$scratch/tansu-target nice -n 19 \
+            cargo install tansu --locked --features "$features" --root "$tansu_root"
     fi
     storage=${TANSU_STORAGE:-}
     if [[ -z $storage ]]; then
-        if "$tansu" broker --help 2>&1 | grep -qi sqlite; then
+        if [[ $features == *libsql* ]]; then
             storage="sqlite://$run_dir/tansu.db"
         else
             storage="memory://tansu/"
