@@ -272,7 +272,13 @@ fn consume(plan: &Plan, set: usize, index: usize) -> Result<ConsumerTally, Bench
                     .get(partition as usize)
                     .copied()
                     .unwrap_or(0);
-                if offset >= start {
+                let fresh = match w.consumer_mode {
+                    ConsumerMode::Assign => true,
+                    ConsumerMode::Group => offset < start || plan.claim(set, partition, offset),
+                };
+                if !fresh {
+                    tally.redelivered += 1;
+                } else if offset >= start {
                     let payload = message.payload().unwrap_or_default();
                     tally.receive(plan, partition, payload, plan.clock.now_ns());
                     Live::add(&plan.live.consumed, 1);

@@ -217,6 +217,27 @@ impl Plan {
         }
     }
 
+    /// For consumer groups: whether the record at `offset` of `partition` is
+    /// new to group `set` (`false`: another member, or this one before a
+    /// rebalance, already delivered it — at-least-once, not an error).
+    pub fn claim(&self, set: usize, partition: i32, offset: i64) -> bool {
+        let Some(shared) = self.group_positions.get(set) else {
+            return true;
+        };
+        let start = self
+            .start_offsets
+            .get(partition as usize)
+            .copied()
+            .unwrap_or(0);
+        let mut positions = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let next = positions.entry(partition).or_insert(start);
+        if offset < *next {
+            return false;
+        }
+        *next = offset + 1;
+        true
+    }
+
     /// For consumer groups: records `mine` in group `set`'s progress and
     /// says whether the whole group has read everything.
     pub fn group_done(&self, set: usize, mine: &[(i32, i64)]) -> bool {
@@ -296,6 +317,8 @@ pub struct ConsumerTally {
     pub set: usize,
     pub end_to_end_latency: Histogram<u64>,
     pub verifier: Verifier,
+    /// Records a consumer group delivered again after a rebalance (skipped).
+    pub redelivered: u64,
     pub errors: u64,
     pub first_error: Option<String>,
 }
@@ -306,6 +329,7 @@ impl ConsumerTally {
             set,
             end_to_end_latency: latency_histogram(),
             verifier: Verifier::default(),
+            redelivered: 0,
             errors: 0,
             first_error: None,
         }

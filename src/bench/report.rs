@@ -118,6 +118,10 @@ pub struct SetCheck {
     pub out_of_order: u64,
     pub unreadable: u64,
     pub errors: u64,
+    /// Consumer groups only: records delivered again after a rebalance
+    /// (at-least-once delivery; skipped, not counted as received).
+    #[serde(default)]
+    pub redelivered: u64,
 }
 
 /// Whether what was consumed is what was produced.
@@ -329,7 +333,7 @@ impl BenchResult {
         }
         let acked: u64 = acked_per_partition.iter().sum();
         let mut end_to_end = latency_histogram();
-        let mut sets: BTreeMap<usize, (super::record::Verifier, u64)> = BTreeMap::new();
+        let mut sets: BTreeMap<usize, (super::record::Verifier, u64, u64)> = BTreeMap::new();
         let (mut consume_errors, mut first_consume_error) = (0, None);
         for tally in outcome.consumers {
             let _ = end_to_end.add(&tally.end_to_end_latency);
@@ -338,6 +342,7 @@ impl BenchResult {
             let set = sets.entry(tally.set).or_default();
             set.0.merge(tally.verifier);
             set.1 += tally.errors;
+            set.2 += tally.redelivered;
         }
         let in_log_per_partition: Option<Vec<u64>> = plan
             .stop_offsets
@@ -528,7 +533,7 @@ fn verify(
     acked_per_partition: &[u64],
     in_log_per_partition: Option<&[u64]>,
     produce_errors: u64,
-    sets: BTreeMap<usize, (super::record::Verifier, u64)>,
+    sets: BTreeMap<usize, (super::record::Verifier, u64, u64)>,
 ) -> Verification {
     let acked: u64 = acked_per_partition.iter().sum();
     let in_log = in_log_per_partition.map(|p| p.iter().sum::<u64>());
@@ -552,7 +557,7 @@ fn verify(
     let mut checks = Vec::new();
     if workload.consumes() {
         for set in 0..workload.consumer_sets {
-            let (verifier, errors) = sets.get(&set).cloned().unwrap_or_default();
+            let (verifier, errors, redelivered) = sets.get(&set).cloned().unwrap_or_default();
             let mut check = SetCheck {
                 set,
                 received: verifier.received(),
@@ -561,6 +566,7 @@ fn verify(
                 out_of_order: verifier.gaps,
                 unreadable: verifier.unreadable,
                 errors,
+                redelivered,
                 ..SetCheck::default()
             };
             for (partition, expected) in expected_per_partition.iter().enumerate() {
@@ -596,6 +602,7 @@ fn verify(
     if produce_errors > 0 {
         problems.push(format!("{produce_errors} records failed to produce"));
     }
+    let redelivered: u64 = checks.iter().map(|c| c.redelivered).sum();
     let verified = problems.is_empty();
     let summary = if !verified {
         problems.join("; ")
@@ -610,6 +617,13 @@ fn verify(
             "no consumers; all {} acknowledged records are in the log",
             thousands(acked)
         )
+    };
+    let summary = if redelivered > 0 {
+        format!(
+            "{summary}; {redelivered} records delivered again after group rebalances were skipped"
+        )
+    } else {
+        summary
     };
     Verification {
         verified,
