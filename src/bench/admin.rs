@@ -117,7 +117,9 @@ impl Admin {
         };
         admin.versions = Versions {
             produce: pick(ApiKey::Produce, 9)?,
-            fetch: pick(ApiKey::Fetch, 12)?,
+            // v11, not v12: some brokers (Tansu 0.6) put tags in v12 answers
+            // that v12 does not define, and v11 carries everything we read.
+            fetch: pick(ApiKey::Fetch, 11)?,
             metadata: pick(ApiKey::Metadata, 9)?,
             list_offsets: pick(ApiKey::ListOffsets, 5)?,
             create_topics: pick(ApiKey::CreateTopics, 5)?,
