@@ -85,8 +85,10 @@ tidelog=$root/target/release/tidelog
 bench() {
     local label=$1 bootstrap=$2; shift 2
     say "benchmarking $label at $bootstrap ($driver driver)"
+    # A failed verification (exit 2) still leaves a result to compare.
     "$tidelog" bench --bootstrap "$bootstrap" --workload "$workload" --driver "$driver" \
-        --out-dir "$results/$label" "$@" "${extra[@]}" | tee "$results/$label.txt" >&2
+        --out-dir "$results/$label" "$@" "${extra[@]}" | tee "$results/$label.txt" >&2 ||
+        say "$label: the run failed or did not verify (its table says which)"
     local json
     json=$(ls -t "$results/$label"/*.json | head -1)
     cp "$json" "$results/$label.json"
