@@ -6,9 +6,10 @@
 //! The crate is laid out as the architecture is: `server` starts shards and
 //! serves connections, `protocol` parses and answers Kafka requests,
 //! `shard` holds one core's state, `storage` the partition logs,
-//! `group` the consumer-group coordinator, and `metadata` the cluster view
-//! and its log.
+//! `group` the consumer-group coordinator, `metadata` the cluster view
+//! and its log, and `bench` the load generator behind `tidelog bench`.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod group;

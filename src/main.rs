@@ -35,6 +35,8 @@ enum Command {
     Group(tidelog::cli::group::GroupArgs),
     /// Topics of a running broker: create, list, describe, alter, delete.
     Topic(tidelog::cli::topic::TopicArgs),
+    /// Run a benchmark workload against a Kafka-compatible broker, or compare two results.
+    Bench(Box<tidelog::bench::cli::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Bench(args) => tidelog::bench::cli::main(*args),
     }
 }
 

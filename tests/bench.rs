@@ -1,0 +1,196 @@
+//! `tidelog bench` end to end: each driver runs a short workload against a
+//! real broker, and the JSON result says every record was acknowledged,
+//! consumed once and in order. No timing is asserted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Broker, scratch_dir, tidelog_command};
+
+/// Runs `tidelog bench` with `args` against `broker`; returns the JSON
+/// result file it wrote.
+fn bench(broker: &Broker, out_dir: &Path, args: &[&str]) -> PathBuf {
+    let output = tidelog_command()
+        .arg("bench")
+        .arg("--bootstrap")
+        .arg(broker.bootstrap())
+        .arg("--out-dir")
+        .arg(out_dir)
+        .arg("--quiet")
+        .args(args)
+        .output()
+        .expect("run tidelog bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tidelog bench {args:?} failed ({}):\n{stdout}\n{stderr}\n{}",
+        output.status,
+        broker.logs()
+    );
+    assert!(stdout.contains("latency (ms)"), "no table:\n{stdout}");
+    let json = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("result"))
+        .map(|path| PathBuf::from(path.trim()))
+        .unwrap_or_else(|| panic!("no result line:\n{stdout}"));
+    let svg = json.with_extension("svg");
+    let chart = std::fs::read_to_string(&svg).expect("chart written");
+    assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+    json
+}
+
+fn read_result(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("result file")).expect("JSON")
+}
+
+/// The checks both drivers must pass.
+fn assert_verified(result: &serde_json::Value, driver: &str) {
+    let context = serde_json::to_string_pretty(&result["verification"]).unwrap_or_default();
+    assert_eq!(result["driver"], driver);
+    assert_eq!(result["verification"]["verified"], true, "{context}");
+    assert_eq!(result["produce_errors"], 0, "{context}");
+    assert_eq!(result["consume_errors"], 0, "{context}");
+    let sent = result["sent"].as_u64().expect("sent");
+    assert!(sent > 0, "nothing sent");
+    assert_eq!(
+        result["acked"].as_u64(),
+        Some(sent),
+        "every record acknowledged"
+    );
+    assert_eq!(result["verification"]["in_log"].as_u64(), Some(sent));
+    let sets = result["verification"]["sets"].as_array().expect("sets");
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["received"].as_u64(), Some(sent), "{context}");
+    for problem in [
+        "missing",
+        "extra",
+        "duplicates",
+        "out_of_order",
+        "unreadable",
+    ] {
+        assert_eq!(sets[0][problem], 0, "{problem}: {context}");
+    }
+    assert!(result["produce_ack_latency"]["count"].as_u64() > Some(0));
+    assert!(result["end_to_end_latency"]["count"].as_u64() > Some(0));
+    assert!(
+        result["flush_policy"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("durable")),
+        "tidelog's flush policy is named"
+    );
+}
+
+const SHORT_RUN: &[&str] = &[
+    "--partitions",
+    "6",
+    "--message-bytes",
+    "200",
+    "--rate",
+    "2000",
+    "--warmup-seconds",
+    "1",
+    "--duration-seconds",
+    "2",
+    "--key-distribution",
+    "uniform",
+];
+
+#[test]
+fn both_drivers_verify_what_they_consume_and_compare() {
+    let broker = Broker::start(&[]);
+    let out = scratch_dir();
+    let native = bench(
+        &broker,
+        out.path(),
+        &[
+            SHORT_RUN,
+            &["--driver", "native", "--topic", "bench-native"],
+        ]
+        .concat(),
+    );
+    assert_verified(&read_result(&native), "native");
+    let rdkafka = bench(
+        &broker,
+        out.path(),
+        &[
+            SHORT_RUN,
+            &[
+                "--driver",
+                "rdkafka",
+                "--topic",
+                "bench-rdkafka",
+                "--producers",
+                "2",
+            ],
+        ]
+        .concat(),
+    );
+    assert_verified(&read_result(&rdkafka), "rdkafka");
+
+    let compared = tidelog_command()
+        .args(["bench", "compare"])
+        .arg(&native)
+        .arg(&rdkafka)
+        .output()
+        .expect("run compare");
+    let table = String::from_utf8_lossy(&compared.stdout);
+    assert!(compared.status.success(), "{table}");
+    assert!(table.contains("produce msg/s"), "{table}");
+    assert!(table.contains("end to end p99 (ms)"), "{table}");
+}
+
+#[test]
+fn workload_files_run_including_fan_out_to_four_consumer_groups() {
+    let broker = Broker::start(&[]);
+    let out = scratch_dir();
+    let workload = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/workloads/acks-1.toml");
+    let json = bench(
+        &broker,
+        out.path(),
+        &[
+            "--workload",
+            workload.to_str().expect("utf-8 path"),
+            "--rate",
+            "2000",
+            "--warmup-seconds",
+            "1",
+            "--duration-seconds",
+            "1",
+        ],
+    );
+    let result = read_result(&json);
+    assert_eq!(result["workload"]["acks"], 1);
+    assert_eq!(result["workload"]["partitions"], 16);
+    assert_eq!(result["verification"]["verified"], true);
+
+    // Four consumer groups of two members each, through librdkafka.
+    let fanout = Path::new(env!("CARGO_MANIFEST_DIR")).join("perf/workloads/fanout-4-groups.toml");
+    let json = bench(
+        &broker,
+        out.path(),
+        &[
+            "--workload",
+            fanout.to_str().expect("utf-8 path"),
+            "--driver",
+            "rdkafka",
+            "--rate",
+            "2000",
+            "--warmup-seconds",
+            "1",
+            "--duration-seconds",
+            "2",
+        ],
+    );
+    let result = read_result(&json);
+    let context = serde_json::to_string_pretty(&result["verification"]).unwrap_or_default();
+    assert_eq!(result["workload"]["consumer_mode"], "group");
+    assert_eq!(result["verification"]["verified"], true, "{context}");
+    let sent = result["sent"].as_u64().expect("sent");
+    let sets = result["verification"]["sets"].as_array().expect("sets");
+    assert_eq!(sets.len(), 4);
+    for set in sets {
+        assert_eq!(set["received"].as_u64(), Some(sent), "{context}");
+    }
+}
