@@ -171,12 +171,40 @@ assert sorted(second) == sorted(b"new%d" % i for i in range(7)), second
 PY
 }
 
+kafka_python_topic_configs() {
+    timeout 60 "$DEBIAN_PYTHON" - "$BOOT" <<'PY'
+import sys
+from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
+boot = sys.argv[1]
+admin = KafkaAdminClient(bootstrap_servers=boot)
+admin.create_topics([NewTopic("kp-configs", num_partitions=1, replication_factor=1,
+                              topic_configs={"retention.ms": "7200000"})])
+admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-configs",
+                                    configs={"retention.ms": "3600000", "retention.bytes": "1048576"})])
+def described():
+    response = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-configs")])[0]
+    resource = response.resources[0]
+    assert resource[0] == 0, resource  # error code
+    # (name, value, read_only, is_default/config_source, is_sensitive, ...)
+    return {entry[0]: entry[1] for entry in resource[4]}
+configs = described()
+assert configs["retention.ms"] == "3600000", configs["retention.ms"]
+assert configs["retention.bytes"] == "1048576", configs["retention.bytes"]
+# A bad value is refused with INVALID_CONFIG (40).
+response = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-configs",
+                                               configs={"retention.ms": "soon"})])
+assert response.resources[0][0] == 40, response.resources[0]
+assert described()["retention.ms"] == "3600000"
+PY
+}
+
 check kcat-lists-one-broker-per-core kcat_lists_one_broker_per_core
 check kcat-round-trip kcat_round_trip
 check kafka-python-round-trip kafka_python_round_trip
 check confluent-kafka-librdkafka-2.0.2-round-trip confluent_kafka_old_librdkafka_round_trip
 check kcat-balanced-consumers kcat_balanced_consumers
 check kafka-python-consumer-group kafka_python_consumer_group
+check kafka-python-topic-configs kafka_python_topic_configs
 check confluent-kafka-librdkafka-2.0.2-consumer-group confluent_kafka_old_librdkafka_consumer_group
 
 echo "clients-compat: $passed passed, $failed failed"
