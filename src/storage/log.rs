@@ -168,6 +168,10 @@ pub struct PartitionLog {
     cache: Rc<CacheBudget>,
     state: RefCell<LogState>,
     flushing: Cell<bool>,
+    /// Held by a flush and by the flush timer's sync, so a group-commit
+    /// flush waits for a timed sync of the same files to end (and the timer
+    /// skips a log that is flushing).
+    io_turn: glommio::sync::Semaphore,
     /// The relaxed flush policy's state: records written since the last
     /// fdatasync, when that was, and the files written but not synced.
     unsynced_records: Cell<i64>,
@@ -264,6 +268,7 @@ impl PartitionLog {
                 tail: VecDeque::new(),
             }),
             flushing: Cell::new(false),
+            io_turn: glommio::sync::Semaphore::new(1),
             unsynced_records: Cell::new(0),
             last_sync_ms: Cell::new(crate::types::now_ms()),
             unsynced_files: RefCell::new(Vec::new()),
@@ -437,8 +442,9 @@ impl PartitionLog {
         if !self.sync_due(&self.config.get(), now_ms) {
             return Ok(false);
         }
-        self.flushing.set(true);
-        let _in_flight = FlushInFlight(&self.flushing);
+        let Ok(_turn) = self.io_turn.try_acquire_permit(1) else {
+            return Ok(false);
+        };
         // Only what was written is synced; staged records stay counted.
         let written = self.unsynced_records.get() - self.staged_records();
         self.sync_remembered(written).await?;
@@ -452,6 +458,16 @@ impl PartitionLog {
         // Cleared on drop too, so a cancelled flush does not wedge the log;
         // its staged bytes stay staged and the next flush writes them.
         let _in_flight = FlushInFlight(&self.flushing);
+        // A timed sync may be running: the flush starts when it ends. The
+        // semaphore is never closed, so acquiring cannot fail.
+        let _turn = self
+            .io_turn
+            .acquire_permit(1)
+            .await
+            .map_err(StorageError::glommio(
+                "waiting for the timed sync of",
+                &self.dir,
+            ))?;
         self.flush_staged().await
     }
 
@@ -937,8 +953,18 @@ impl PartitionLog {
         if self.is_dirty() || self.has_untrimmed_segments() {
             self.flush().await?;
         }
-        // A relaxed policy's written bytes are synced before the log closes.
+        // A relaxed policy's written bytes are synced before the log closes,
+        // after any timed sync still running.
+        let turn = self
+            .io_turn
+            .acquire_permit(1)
+            .await
+            .map_err(StorageError::glommio(
+                "waiting for the timed sync of",
+                &self.dir,
+            ))?;
         self.sync_remembered(self.unsynced_records.get()).await?;
+        drop(turn);
         let active = {
             let state = self.state.borrow();
             state
@@ -1379,6 +1405,41 @@ mod tests {
             assert!(log.has_unsynced());
             log.close().await.expect("close");
             assert!(!log.has_unsynced(), "close syncs");
+        });
+    }
+
+    #[test]
+    fn a_flush_waits_for_a_timed_sync_of_the_same_log() {
+        run(|dir| async move {
+            let relaxed = LogConfig {
+                flush_messages: 10_000,
+                flush_ms: 5,
+                ..LogConfig::default()
+            };
+            let log = Rc::new(open(&dir, relaxed).await);
+            let mut timed_syncs = 0;
+            for round in 0..50 {
+                // Written, not synced: the timer has work.
+                log.append(&encode_test_batch(&[b"x"], round), round)
+                    .expect("append");
+                log.flush().await.expect("flush");
+                log.append(&encode_test_batch(&[b"y"], round), round)
+                    .expect("append");
+                // The timer's sync starts first; a group-commit flush of the
+                // same log arrives while it waits on fdatasync.
+                let timer = {
+                    let log = log.clone();
+                    glommio::spawn_local(async move {
+                        log.sync_if_due(crate::types::now_ms() + 1_000).await
+                    })
+                };
+                future::yield_now().await;
+                log.flush().await.expect("flush");
+                timed_syncs += usize::from(timer.await.expect("timed sync"));
+            }
+            assert!(timed_syncs > 0, "the timer synced while flushes ran");
+            assert_eq!(log.high_watermark(), Offset(100));
+            log.close().await.expect("close");
         });
     }
 
