@@ -44,7 +44,7 @@ PY
 PRODUCER=$!
 
 deadline=$((SECONDS + 120))
-until [ "$(wc -l <"$WORK/acked" 2>/dev/null || echo 0)" -ge "$KILL_AFTER" ]; do
+until [ "$( { wc -l <"$WORK/acked"; } 2>/dev/null || echo 0)" -ge "$KILL_AFTER" ]; do
     [ "$SECONDS" -lt "$deadline" ] || { echo "producer made too little progress"; exit 1; }
     kill -0 "$PRODUCER" 2>/dev/null || { echo "producer finished before the kill point"; break; }
     sleep 0.05

@@ -64,3 +64,200 @@ impl BrokerConfig {
         self.base_port + shard_index as u16
     }
 }
+
+/// A broker config file (`tidelog serve --config FILE`): TOML whose keys are
+/// Kafka's broker config names (`log.retention.ms = 86400000`, nested tables
+/// and dotted keys alike) or `serve`'s own flag names (`cores = 4`). Each
+/// becomes the flag it stands for, placed before the command line's own
+/// flags, so a flag given on the command line wins.
+pub fn config_file_flags(path: &std::path::Path) -> Result<Vec<String>, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigFileError::Parse {
+            path: path.display().to_string(),
+            reason: e.message().to_string(),
+        })?;
+    let mut flat = Vec::new();
+    flatten("", &table, &mut flat);
+    let mut flags = Vec::with_capacity(flat.len() * 2);
+    for (key, value) in flat {
+        let unknown = || ConfigFileError::Unknown {
+            path: path.display().to_string(),
+            key: key.clone(),
+        };
+        let (flag, value) = match FILE_KEYS.iter().find(|(name, _, _)| *name == key) {
+            Some((_, flag, scale)) => {
+                let value = match scale {
+                    1 => value,
+                    factor => value
+                        .parse::<i64>()
+                        .map(|v| v.saturating_mul(*factor).to_string())
+                        .map_err(|_| ConfigFileError::Parse {
+                            path: path.display().to_string(),
+                            reason: format!("{key} must be a whole number"),
+                        })?,
+                };
+                (*flag, value)
+            }
+            None => {
+                // serve's own flag names, as in `tidelog serve --help`.
+                let flag = FILE_KEYS
+                    .iter()
+                    .map(|(_, flag, _)| *flag)
+                    .chain(OWN_FLAGS.iter().copied())
+                    .find(|flag| flag.trim_start_matches("--") == key)
+                    .ok_or_else(unknown)?;
+                (flag, value)
+            }
+        };
+        flags.push(flag.to_string());
+        flags.push(value);
+    }
+    Ok(flags)
+}
+
+/// Why a config file cannot be used (one line naming the file).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {reason}")]
+    Parse { path: String, reason: String },
+    #[error(
+        "config file {path}: unknown setting {key} (use Kafka's broker config names or the flags of tidelog serve --help)"
+    )]
+    Unknown { path: String, key: String },
+}
+
+/// Kafka broker config names and the `serve` flag each sets; the number
+/// scales the value into the flag's unit.
+const FILE_KEYS: &[(&str, &str, i64)] = &[
+    ("log.dirs", "--data-dir", 1),
+    ("log.dir", "--data-dir", 1),
+    ("num.partitions", "--default-partitions", 1),
+    ("auto.create.topics.enable", "--auto-create-topics", 1),
+    ("socket.request.max.bytes", "--socket-request-max-bytes", 1),
+    ("log.segment.bytes", "--segment-bytes", 1),
+    ("message.max.bytes", "--max-message-bytes", 1),
+    ("log.retention.ms", "--log-retention-ms", 1),
+    ("log.retention.minutes", "--log-retention-ms", 60_000),
+    ("log.retention.hours", "--log-retention-ms", 3_600_000),
+    ("log.retention.bytes", "--log-retention-bytes", 1),
+    (
+        "log.retention.check.interval.ms",
+        "--log-retention-check-interval-ms",
+        1,
+    ),
+    (
+        "offsets.topic.num.partitions",
+        "--offsets-topic-num-partitions",
+        1,
+    ),
+    (
+        "offsets.topic.segment.bytes",
+        "--offsets-topic-segment-bytes",
+        1,
+    ),
+    (
+        "offsets.retention.minutes",
+        "--offsets-retention-minutes",
+        1,
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        "--offsets-retention-check-interval-ms",
+        1,
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "--group-initial-rebalance-delay-ms",
+        1,
+    ),
+    (
+        "group.min.session.timeout.ms",
+        "--group-min-session-timeout-ms",
+        1,
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "--group-max-session-timeout-ms",
+        1,
+    ),
+    (
+        "group.consumer.session.timeout.ms",
+        "--group-consumer-session-timeout-ms",
+        1,
+    ),
+    (
+        "group.consumer.heartbeat.interval.ms",
+        "--group-consumer-heartbeat-interval-ms",
+        1,
+    ),
+];
+
+/// `serve` flags with no Kafka name.
+const OWN_FLAGS: &[&str] = &[
+    "--cores",
+    "--listen",
+    "--advertise",
+    "--tail-cache-bytes",
+    "--log-level",
+];
+
+/// `a.b = 1` and `[a] b = 1` alike become ("a.b", "1").
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (key, value) in table {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => flatten(&name, inner, out),
+            toml::Value::String(s) => out.push((name, s.clone())),
+            other => out.push((name, other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_names_and_flag_names_become_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tidelog.toml");
+        std::fs::write(
+            &path,
+            "cores = 2\nlisten = \"127.0.0.1:19092\"\nnum.partitions = 3\n\
+             [log]\nretention.hours = 2\nsegment.bytes = 1048576\n",
+        )
+        .expect("write");
+        let flags = config_file_flags(&path).expect("flags");
+        let pairs: Vec<(String, String)> = flags
+            .chunks(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect();
+        assert!(pairs.contains(&("--cores".into(), "2".into())));
+        assert!(pairs.contains(&("--listen".into(), "127.0.0.1:19092".into())));
+        assert!(pairs.contains(&("--default-partitions".into(), "3".into())));
+        assert!(pairs.contains(&("--log-retention-ms".into(), "7200000".into())));
+        assert!(pairs.contains(&("--segment-bytes".into(), "1048576".into())));
+        std::fs::write(&path, "log.flush.nonsense = 1\n").expect("write");
+        let error = config_file_flags(&path).expect_err("unknown key");
+        assert!(error.to_string().contains("log.flush.nonsense"), "{error}");
+        std::fs::write(&path, "cores = = 2\n").expect("write");
+        assert!(matches!(
+            config_file_flags(&path),
+            Err(ConfigFileError::Parse { .. })
+        ));
+    }
+}

@@ -18,6 +18,8 @@ use tidelog::storage::LogConfig;
 #[command(
     name = "tidelog",
     version,
+    // A flag repeated (config file, then command line) takes the last value.
+    args_override_self = true,
     about = "A Kafka wire-compatible event-streaming broker, thread-per-core on io_uring"
 )]
 struct Cli {
@@ -31,12 +33,18 @@ enum Command {
     Serve(ServeArgs),
     /// Consumer groups of a running broker: list, describe, delete, reset-offsets.
     Group(tidelog::cli::group::GroupArgs),
+    /// Topics of a running broker: create, list, describe, alter, delete.
+    Topic(tidelog::cli::topic::TopicArgs),
     /// Run a benchmark workload against a Kafka-compatible broker, or compare two results.
     Bench(Box<tidelog::bench::cli::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
+    /// A TOML file of broker settings (Kafka's broker config names, e.g.
+    /// log.retention.ms = 86400000, or these flags' names); flags given here win.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Directory for partition logs and cluster metadata.
     #[arg(long, default_value = "./tidelog-data")]
     data_dir: PathBuf,
@@ -112,9 +120,22 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match with_config_file(std::env::args().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(error) => {
+            eprintln!("tidelog: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Topic(args) => match tidelog::cli::topic::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("tidelog topic: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Group(args) => match tidelog::cli::group::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -295,4 +316,28 @@ fn cluster_id(data_dir: &std::path::Path) -> Result<String, StartupError> {
             Ok(id)
         }
     }
+}
+
+/// `tidelog serve --config FILE ...`: the file's settings become flags
+/// placed before the command line's own, which therefore win.
+fn with_config_file(args: Vec<String>) -> Result<Vec<String>, tidelog::config::ConfigFileError> {
+    if args.get(1).map(String::as_str) != Some("serve") {
+        return Ok(args);
+    }
+    let mut path = None;
+    for (index, arg) in args.iter().enumerate() {
+        if let Some(value) = arg.strip_prefix("--config=") {
+            path = Some(value.to_string());
+        } else if arg == "--config" {
+            path = args.get(index + 1).cloned();
+        }
+    }
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let flags = tidelog::config::config_file_flags(std::path::Path::new(&path))?;
+    let mut combined = args[..2].to_vec();
+    combined.extend(flags);
+    combined.extend(args[2..].iter().cloned());
+    Ok(combined)
 }

@@ -42,7 +42,7 @@ fn consumer(broker: &Broker, group: &str) -> BaseConsumer {
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
+        .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer")

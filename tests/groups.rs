@@ -70,7 +70,7 @@ fn group_consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> (Grou
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
+        .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "500")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "200")

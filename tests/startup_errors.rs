@@ -206,3 +206,28 @@ fn fewer_cores_than_the_placement_needs() {
     let line = one_line(&output);
     assert!(line.contains("--cores 2"), "{line}");
 }
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_the_file() {
+    let dir = scratch_dir();
+    let path = dir.path().join("tidelog.toml");
+    let path_text = path.display().to_string();
+    // Missing.
+    let output = serve(&["--config", &path_text], None);
+    assert!(!output.status.success());
+    assert!(
+        one_line(&output).contains("tidelog.toml"),
+        "{}",
+        one_line(&output)
+    );
+    // Not TOML.
+    std::fs::write(&path, "num.partitions = = 3\n").expect("write");
+    let output = serve(&["--config", &path_text], None);
+    assert!(!output.status.success());
+    assert!(one_line(&output).contains("not valid TOML"));
+    // A setting tidelog does not know.
+    std::fs::write(&path, "log.cleaner.threads = 4\n").expect("write");
+    let output = serve(&["--config", &path_text], None);
+    assert!(!output.status.success());
+    assert!(one_line(&output).contains("log.cleaner.threads"));
+}

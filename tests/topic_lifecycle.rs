@@ -350,3 +350,136 @@ fn configs_change_live_and_survive_a_restart() {
     assert_eq!(configs["retention.ms"], ("3600000".to_string(), 1));
     assert_eq!(configs["retention.bytes"], ("1048576".to_string(), 1));
 }
+
+fn topic_cli(broker: &Broker, args: &[&str]) -> std::process::Output {
+    common::tidelog_command()
+        .arg("topic")
+        .arg("--bootstrap-server")
+        .arg(broker.bootstrap())
+        .args(args)
+        .output()
+        .expect("run tidelog topic")
+}
+
+fn topic_ok(broker: &Broker, args: &[&str]) -> String {
+    let output = topic_cli(broker, args);
+    assert!(
+        output.status.success(),
+        "tidelog topic {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_topic_cli_creates_lists_describes_alters_and_deletes() {
+    let broker = Broker::start(&[]);
+    topic_ok(
+        &broker,
+        &[
+            "create",
+            "--topic",
+            "cli-topic",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=120000",
+        ],
+    );
+    let listed = topic_ok(&broker, &["list"]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["cli-topic"]);
+    let described = topic_ok(&broker, &["describe", "--topic", "cli-topic"]);
+    assert!(described.contains("PartitionCount: 3"), "{described}");
+    assert!(described.contains("retention.ms=120000"), "{described}");
+    assert_eq!(described.matches("\tPartition: ").count(), 3, "{described}");
+
+    topic_ok(
+        &broker,
+        &[
+            "alter",
+            "--topic",
+            "cli-topic",
+            "--add-config",
+            "retention.bytes=1048576",
+            "--delete-config",
+            "retention.ms",
+            "--partitions",
+            "4",
+        ],
+    );
+    let described = topic_ok(&broker, &["describe", "--topic", "cli-topic"]);
+    assert!(described.contains("PartitionCount: 4"), "{described}");
+    assert!(described.contains("retention.bytes=1048576"), "{described}");
+    assert!(!described.contains("retention.ms="), "{described}");
+
+    // A bad value: one line naming the config, non-zero exit.
+    let bad = topic_cli(
+        &broker,
+        &[
+            "alter",
+            "--topic",
+            "cli-topic",
+            "--add-config",
+            "retention.ms=never",
+        ],
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("InvalidConfig") && stderr.contains("retention.ms"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    topic_ok(&broker, &["delete", "--topic", "cli-topic"]);
+    assert!(topic_ok(&broker, &["list"]).trim().is_empty());
+}
+
+#[test]
+fn segment_ms_rolls_an_old_active_segment() {
+    let broker = Broker::start(&[]);
+    assert_eq!(
+        wire::create_topic_with(broker.port, "timed", 1, &[("segment.ms", "300")]),
+        0
+    );
+    let port = broker.shard_port(broker.leaders("timed")[&0] as usize);
+    fill(port, "timed", 3, 10, now_ms());
+    assert_eq!(log_files(&broker, "timed"), 1, "young segments do not roll");
+    std::thread::sleep(Duration::from_millis(600));
+    fill(port, "timed", 1, 10, now_ms());
+    wait_until("no roll by segment.ms", &broker, || {
+        log_files(&broker, "timed") == 2
+    });
+    assert_readable_without_gaps(port, "timed");
+}
+
+#[test]
+fn a_config_file_sets_broker_defaults_and_flags_win() {
+    let dir = common::scratch_dir();
+    let path = dir.path().join("tidelog.toml");
+    // cores = 2 is overridden by the harness's --cores 1 on the command line.
+    std::fs::write(
+        &path,
+        "cores = 2\nnum.partitions = 3\n[log.retention]\nhours = 2\n",
+    )
+    .expect("write");
+    let path_text = path.display().to_string();
+    let broker = Broker::start_with(1, &["--config", &path_text]);
+    // CreateTopics with -1 partitions takes the broker's num.partitions.
+    assert_eq!(
+        wire::create_topic_with(broker.port, "from-file", -1, &[]),
+        0
+    );
+    let leaders = broker.leaders("from-file");
+    assert_eq!(leaders.len(), 3, "num.partitions from the file");
+    assert!(
+        leaders.values().all(|node| *node == 0),
+        "the command line's --cores 1 wins"
+    );
+    let configs = described(broker.port, "from-file");
+    assert_eq!(
+        configs["retention.ms"],
+        ("7200000".to_string(), 5),
+        "a default from the file"
+    );
+}

@@ -3,6 +3,8 @@
 //!
 //! - `client`: a small blocking Kafka client (one request at a time).
 //! - `group`: `tidelog group list|describe|delete|reset-offsets`.
+//! - `topic`: `tidelog topic create|list|describe|alter|delete`.
 
 pub mod client;
 pub mod group;
+pub mod topic;

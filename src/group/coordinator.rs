@@ -290,6 +290,15 @@ impl Coordinator {
         Ok(Some(Durable { log, end }))
     }
 
+    /// Runs a classic group's timers now, so a request sees every session
+    /// that has expired by its arrival (not only by the last tick).
+    fn expire_members_now(&self, shard: &Shard, partition: i32, group: &mut Group) {
+        if group.consumer.is_none() {
+            group.tick(Instant::now(), now_ms(), &self.config);
+            self.store_if_needed(shard, partition, group);
+        }
+    }
+
     /// Stores a group's membership if it changed (not waited for).
     fn store_if_needed(&self, shard: &Shard, partition: i32, group: &mut Group) {
         if !group.store_needed {
@@ -567,8 +576,11 @@ impl Coordinator {
     }
 
     pub fn describe(&self, shard: &Rc<Shard>, group_id: &str) -> Result<GroupSummary, GroupError> {
-        self.route(shard, group_id)?;
-        let groups = self.groups.borrow();
+        let partition = self.route(shard, group_id)?;
+        let mut groups = self.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(group_id) {
+            self.expire_members_now(shard, partition, group);
+        }
         let Some(group) = groups.get(group_id) else {
             return Ok(GroupSummary {
                 state: GroupState::Dead.name(),
@@ -636,6 +648,7 @@ impl Coordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return Err(GroupError::GroupIdNotFound);
         };
+        self.expire_members_now(shard, partition, group);
         match group.state() {
             GroupState::Dead => return Err(GroupError::GroupIdNotFound),
             GroupState::Empty => {}
@@ -672,6 +685,7 @@ impl Coordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return Err(GroupError::GroupIdNotFound);
         };
+        self.expire_members_now(shard, partition, group);
         match group.state() {
             GroupState::Dead => return Err(GroupError::GroupIdNotFound),
             GroupState::Empty => {}

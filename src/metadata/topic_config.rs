@@ -36,6 +36,8 @@ pub struct ConfigDef {
 }
 
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const FLUSH_MESSAGES: &str = "flush.messages";
+pub const FLUSH_MS: &str = "flush.ms";
 pub const INDEX_INTERVAL_BYTES: &str = "index.interval.bytes";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
@@ -60,6 +62,26 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         values: Values::OneOf(&["delete"]),
         broker_name: "log.cleanup.policy",
         doc: "What happens to old segments: deleted by retention.ms/retention.bytes.",
+    },
+    ConfigDef {
+        name: FLUSH_MESSAGES,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: 1,
+            max: i64::MAX,
+        },
+        broker_name: "log.flush.interval.messages",
+        doc: "Records written before an fdatasync is forced. 1 (the default) is durable: acks are answered after the sync; more relaxes it, and acknowledged records may be lost in a crash.",
+    },
+    ConfigDef {
+        name: FLUSH_MS,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: 0,
+            max: i64::MAX,
+        },
+        broker_name: "log.flush.interval.ms",
+        doc: "Longest time written records wait for an fdatasync under a relaxed flush.messages.",
     },
     ConfigDef {
         name: INDEX_INTERVAL_BYTES,
@@ -210,6 +232,8 @@ pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
         INDEX_INTERVAL_BYTES => defaults.index_interval_bytes.to_string(),
         MAX_MESSAGE_BYTES => defaults.max_message_bytes.to_string(),
         RETENTION_MS => defaults.retention_ms.to_string(),
+        FLUSH_MESSAGES => defaults.flush_messages.to_string(),
+        FLUSH_MS => defaults.flush_ms.to_string(),
         RETENTION_BYTES => defaults.retention_bytes.to_string(),
         MESSAGE_TIMESTAMP_TYPE => match defaults.timestamp_type {
             TimestampType::CreateTime => "CreateTime".to_string(),
@@ -250,6 +274,12 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
     }
     if let Some(v) = number(RETENTION_BYTES) {
         config.retention_bytes = v;
+    }
+    if let Some(v) = number(FLUSH_MESSAGES) {
+        config.flush_messages = v;
+    }
+    if let Some(v) = number(FLUSH_MS) {
+        config.flush_ms = v;
     }
     match overrides.get(MESSAGE_TIMESTAMP_TYPE).map(|v| v.trim()) {
         Some("LogAppendTime") => config.timestamp_type = TimestampType::LogAppendTime,

@@ -332,13 +332,15 @@ async fn run_retention(shard: Rc<Shard>) {
     }
 }
 
-/// Moves consumer groups on: session expiry, rebalance timeouts, the
-/// initial rebalance delay, offset expiry.
+/// Moves consumer groups on (session expiry, rebalance timeouts, the
+/// initial rebalance delay, offset expiry) and runs the flush timer of
+/// logs with a relaxed flush policy (`flush.ms`).
 async fn run_group_timers(shard: Rc<Shard>) {
     while !shard.is_shutting_down() {
         glommio::timer::sleep(crate::group::coordinator::TICK_INTERVAL).await;
         shard.groups.tick(&shard);
         shard.groups.maybe_compact(&shard);
+        shard.sync_due_logs().await;
     }
 }
 

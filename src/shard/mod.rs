@@ -550,6 +550,25 @@ impl Shard {
         }
     }
 
+    /// The flush timer: syncs logs whose relaxed flush policy is due.
+    pub async fn sync_due_logs(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self
+            .logs
+            .borrow()
+            .values()
+            .flatten()
+            .flatten()
+            .filter(|log| log.has_unsynced())
+            .cloned()
+            .collect();
+        let now = crate::types::now_ms();
+        for log in logs {
+            if let Err(error) = log.sync_if_due(now).await {
+                warn!(log = %log.dir().display(), %error, "timed flush failed");
+            }
+        }
+    }
+
     /// This shard's logs of `topic`, by partition index.
     pub fn local_logs(&self, topic: &str) -> Vec<(i32, Rc<PartitionLog>)> {
         self.logs

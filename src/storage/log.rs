@@ -55,6 +55,12 @@ pub struct LogConfig {
     /// `message.timestamp.type`: keep the producer's timestamps, or stamp
     /// each batch with the time it was appended.
     pub timestamp_type: TimestampType,
+    /// `flush.messages`: fdatasync once this many records are written and
+    /// not yet synced. 1 (the default) syncs every flush round: durable.
+    pub flush_messages: i64,
+    /// `flush.ms`: fdatasync once the last sync is this old (checked at
+    /// flush rounds and by the shard's flush timer).
+    pub flush_ms: i64,
     /// `index.interval.bytes`: log bytes between offset index entries.
     pub index_interval_bytes: u64,
     /// `segment.index.bytes`: a full offset index rolls the segment.
@@ -71,6 +77,8 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
             timestamp_type: TimestampType::CreateTime,
+            flush_messages: 1,
+            flush_ms: i64::MAX,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 * 1024 * 1024,
             max_message_bytes: 1_048_588,
@@ -160,6 +168,11 @@ pub struct PartitionLog {
     cache: Rc<CacheBudget>,
     state: RefCell<LogState>,
     flushing: Cell<bool>,
+    /// The relaxed flush policy's state: records written since the last
+    /// fdatasync, when that was, and the files written but not synced.
+    unsynced_records: Cell<i64>,
+    last_sync_ms: Cell<i64>,
+    unsynced_files: RefCell<Vec<(PathBuf, Rc<DmaFile>)>>,
 }
 
 /// Marks a flush in flight for as long as it lives.
@@ -251,6 +264,9 @@ impl PartitionLog {
                 tail: VecDeque::new(),
             }),
             flushing: Cell::new(false),
+            unsynced_records: Cell::new(0),
+            last_sync_ms: Cell::new(crate::types::now_ms()),
+            unsynced_files: RefCell::new(Vec::new()),
         };
         log.write_closed_indexes().await?;
         Ok(log)
@@ -326,6 +342,8 @@ impl PartitionLog {
         }
         active.stage(&assigned, &assigned_header, config.index_interval_bytes);
         state.next_offset = last_offset.next();
+        self.unsynced_records
+            .set(self.unsynced_records.get() + i64::from(header.record_count.max(0)));
         self.cache
             .used_bytes
             .set(self.cache.used_bytes.get() + assigned.len());
@@ -366,6 +384,67 @@ impl PartitionLog {
         }
     }
 
+    fn sync_due(&self, config: &LogConfig, now_ms: i64) -> bool {
+        // flush.messages=1, the default: every round syncs.
+        config.flush_messages <= 1
+            || self.unsynced_records.get() >= config.flush_messages
+            || now_ms.saturating_sub(self.last_sync_ms.get()) >= config.flush_ms
+    }
+
+    fn remember_unsynced(&self, path: &Path, file: &Rc<DmaFile>) {
+        let mut files = self.unsynced_files.borrow_mut();
+        if !files.iter().any(|(p, _)| p == path) {
+            files.push((path.to_path_buf(), file.clone()));
+        }
+    }
+
+    /// Syncs every file written but not synced under a relaxed policy;
+    /// `records` of the unsynced count are then synced.
+    async fn sync_remembered(&self, records: i64) -> Result<(), StorageError> {
+        let files = std::mem::take(&mut *self.unsynced_files.borrow_mut());
+        for (path, file) in &files {
+            if let Err(error) = file.fdatasync().await {
+                // Keep them for the next try.
+                self.unsynced_files
+                    .borrow_mut()
+                    .extend(files.iter().cloned());
+                return Err(StorageError::glommio("syncing", path)(error));
+            }
+        }
+        self.unsynced_records
+            .set(self.unsynced_records.get().saturating_sub(records).max(0));
+        self.last_sync_ms.set(crate::types::now_ms());
+        Ok(())
+    }
+
+    /// Records appended and not yet written (staged in memory).
+    fn staged_records(&self) -> i64 {
+        let state = self.state.borrow();
+        state.next_offset.0 - state.high_watermark.0
+    }
+
+    /// Whether written bytes await a sync (a relaxed flush policy).
+    pub fn has_unsynced(&self) -> bool {
+        !self.unsynced_files.borrow().is_empty()
+    }
+
+    /// The flush timer: syncs written bytes once `flush.ms` has passed.
+    /// Skipped while a flush runs (that flush syncs if it is due).
+    pub async fn sync_if_due(&self, now_ms: i64) -> Result<bool, StorageError> {
+        if self.flushing.get() || !self.has_unsynced() {
+            return Ok(false);
+        }
+        if !self.sync_due(&self.config.get(), now_ms) {
+            return Ok(false);
+        }
+        self.flushing.set(true);
+        let _in_flight = FlushInFlight(&self.flushing);
+        // Only what was written is synced; staged records stay counted.
+        let written = self.unsynced_records.get() - self.staged_records();
+        self.sync_remembered(written).await?;
+        Ok(true)
+    }
+
     /// Writes out and fdatasyncs everything staged; returns the new high
     /// watermark.
     pub async fn flush(&self) -> Result<Offset, StorageError> {
@@ -396,6 +475,12 @@ impl PartitionLog {
                 .collect();
             (jobs, state.next_offset)
         };
+        let config = self.config.get();
+        // Durable unless the topic relaxed its flush policy and no sync is
+        // due: then the bytes are written (the high watermark moves) and a
+        // later round or the flush timer syncs them.
+        let sync = self.sync_due(&config, crate::types::now_ms());
+        let counted = self.unsynced_records.get();
         let mut created = Vec::new();
         let mut jobs = jobs;
         for job in &mut jobs {
@@ -417,9 +502,16 @@ impl PartitionLog {
                     .await
                     .map_err(StorageError::glommio("truncating", &job.path))?;
             }
-            file.fdatasync()
-                .await
-                .map_err(StorageError::glommio("syncing", &job.path))?;
+            if sync {
+                file.fdatasync()
+                    .await
+                    .map_err(StorageError::glommio("syncing", &job.path))?;
+            } else {
+                self.remember_unsynced(&job.path, &file);
+            }
+        }
+        if sync {
+            self.sync_remembered(counted).await?;
         }
         let high_watermark = {
             let mut state = self.state.borrow_mut();
@@ -845,6 +937,8 @@ impl PartitionLog {
         if self.is_dirty() || self.has_untrimmed_segments() {
             self.flush().await?;
         }
+        // A relaxed policy's written bytes are synced before the log closes.
+        self.sync_remembered(self.unsynced_records.get()).await?;
         let active = {
             let state = self.state.borrow();
             state
@@ -1226,6 +1320,65 @@ mod tests {
                 "the deletion survives a restart"
             );
             assert_eq!(log.log_end_offset(), Offset(80));
+        });
+    }
+
+    #[test]
+    fn a_relaxed_flush_policy_syncs_by_count_and_time() {
+        run(|dir| async move {
+            // The default is durable: every flush round syncs.
+            let log = open(&dir.join("durable"), LogConfig::default()).await;
+            log.append(&encode_test_batch(&[b"a"], 1), 1)
+                .expect("append");
+            log.flush().await.expect("flush");
+            assert!(!log.has_unsynced());
+            log.append(&encode_test_batch(&[b"b"], 2), 2)
+                .expect("append");
+            log.flush().await.expect("flush");
+            assert!(!log.has_unsynced(), "a second round syncs too");
+
+            let relaxed = LogConfig {
+                flush_messages: 5,
+                flush_ms: i64::MAX,
+                ..LogConfig::default()
+            };
+            let log = open(&dir.join("relaxed"), relaxed).await;
+            log.append(&encode_test_batch(&[b"a", b"b"], 1), 1)
+                .expect("append");
+            log.flush().await.expect("flush");
+            assert_eq!(log.high_watermark(), Offset(2), "written and readable");
+            assert!(log.has_unsynced(), "2 of 5 records: no sync yet");
+            assert!(
+                !log.sync_if_due(crate::types::now_ms())
+                    .await
+                    .expect("timer")
+            );
+            log.append(&encode_test_batch(&[b"c", b"d", b"e"], 2), 2)
+                .expect("append");
+            log.flush().await.expect("flush");
+            assert!(!log.has_unsynced(), "5 records: synced");
+
+            log.set_config(LogConfig {
+                flush_ms: 50,
+                ..relaxed
+            });
+            log.append(&encode_test_batch(&[b"f"], 3), 3)
+                .expect("append");
+            log.flush().await.expect("flush");
+            assert!(log.has_unsynced());
+            let later = crate::types::now_ms() + 100;
+            assert!(
+                log.sync_if_due(later).await.expect("timer"),
+                "flush.ms passed"
+            );
+            assert!(!log.has_unsynced());
+            log.append(&encode_test_batch(&[b"g"], 4), 4)
+                .expect("append");
+            log.set_config(relaxed);
+            log.flush().await.expect("flush");
+            assert!(log.has_unsynced());
+            log.close().await.expect("close");
+            assert!(!log.has_unsynced(), "close syncs");
         });
     }
 
