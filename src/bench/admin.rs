@@ -21,6 +21,9 @@ const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest response frame accepted.
 const FRAME_BYTES_MAX: usize = 256 << 20;
 const CLIENT_ID: &str = "tidelog-bench";
+/// DescribeConfigs resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 
 /// Where a topic's partitions are led: index = partition.
 #[derive(Debug, Clone)]
@@ -255,13 +258,22 @@ impl Admin {
     /// The broker's own configs (DescribeConfigs of broker `node`), or an
     /// empty list where it does not answer that.
     pub fn broker_configs(&mut self, node: i32) -> Vec<(String, String)> {
+        self.describe_configs(RESOURCE_BROKER, &node.to_string())
+    }
+
+    /// A topic's configs, or an empty list where the broker does not say.
+    pub fn topic_configs(&mut self, topic: &str) -> Vec<(String, String)> {
+        self.describe_configs(RESOURCE_TOPIC, topic)
+    }
+
+    fn describe_configs(&mut self, resource_type: i8, name: &str) -> Vec<(String, String)> {
         let Some(version) = self.versions.describe_configs else {
             return Vec::new();
         };
         let request = DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
-                .with_resource_type(4)
-                .with_resource_name(str_bytes(&node.to_string()))
+                .with_resource_type(resource_type)
+                .with_resource_name(str_bytes(name))
                 .with_configuration_keys(None),
         ]);
         let Ok(answer) =

@@ -396,10 +396,12 @@ pub fn run(workload: Workload, options: &RunOptions) -> Result<report::BenchResu
     }
     let layout = admin.ensure_topic(&workload.topic, workload.partitions)?;
     let start_offsets = admin::latest_offsets(&workload.topic, &layout, versions.list_offsets)?;
-    let flush_policy = options
-        .flush_policy
-        .clone()
-        .unwrap_or_else(|| report::flush_policy(&admin.broker_configs(0)));
+    let flush_policy = options.flush_policy.clone().unwrap_or_else(|| {
+        report::flush_policy(
+            &admin.topic_configs(&workload.topic),
+            &admin.broker_configs(0),
+        )
+    });
     drop(admin);
 
     let clock = Clock::start();

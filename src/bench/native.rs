@@ -32,7 +32,9 @@ use super::admin::{decode_response, encode_request};
 use super::record::{
     BatchBuilder, KeyChooser, ParseProblem, ValueStamp, filler, for_each_record, key_bytes,
 };
-use super::{BenchError, ConsumerTally, DriverOutcome, Live, Plan, ProducerTally, Workload};
+use super::{
+    ACK_TIMEOUT, BenchError, ConsumerTally, DriverOutcome, Live, Plan, ProducerTally, Workload,
+};
 
 /// The largest response frame read.
 const FRAME_BYTES_MAX: usize = 256 << 20;
@@ -42,6 +44,8 @@ const FETCH_MAX_WAIT_MS: i32 = 100;
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 /// How long the broker may take to answer a Produce.
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
+/// How long a Fetch answer may take beyond its long-poll wait.
+const FETCH_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Refuses what this driver cannot do, before anything starts.
 pub fn check(workload: &Workload) -> Result<(), BenchError> {
@@ -338,11 +342,20 @@ async fn produce(plan: &Arc<Plan>, index: usize) -> ProducerTally {
             futures_lite::future::yield_now().await;
         }
     }
-    // Wait for every answer, then close the queues so the readers end.
+    // Wait (bounded) for every answer, then close the queues so the
+    // readers end; a broker that stops answering is reported, not waited on.
     for connection in connections {
-        let _ = connection.slots.acquire(w.max_in_flight as u64).await;
+        let all_slots = connection.slots.acquire(w.max_in_flight as u64);
+        let answered = glommio::timer::timeout(ACK_TIMEOUT, all_slots).await;
         drop(connection.pending);
-        connection.reader.await;
+        match answered {
+            Ok(()) => {
+                connection.reader.await;
+            }
+            Err(_) => shared.tally.borrow_mut().error(0, || {
+                format!("no answer to every Produce within {ACK_TIMEOUT:?}")
+            }),
+        }
         drop(connection.writer);
     }
     let mut tally = take_tally(&shared, w.partitions);
@@ -415,11 +428,9 @@ async fn send_produce(
     let w = &plan.workload;
     let expects_answer = w.acks != 0;
     if expects_answer {
-        connection
-            .slots
-            .acquire(1)
+        glommio::timer::timeout(ACK_TIMEOUT, connection.slots.acquire(1))
             .await
-            .map_err(|e| format!("in-flight slot: {e}"))?;
+            .map_err(|e| format!("no in-flight slot freed within {ACK_TIMEOUT:?}: {e}"))?;
     }
     connection.correlation_id = connection.correlation_id.wrapping_add(1);
     let correlation_id = connection.correlation_id;
@@ -631,7 +642,11 @@ async fn fetch_loop(
             .write_all(&frame)
             .await
             .map_err(|e| format!("write fetch: {e}"))?;
-        let answer = read_frame(&mut reader).await?;
+        let answer = glommio::timer::timeout(FETCH_ANSWER_TIMEOUT, async {
+            Ok(read_frame(&mut reader).await)
+        })
+        .await
+        .map_err(|_| format!("no Fetch answer within {FETCH_ANSWER_TIMEOUT:?}"))??;
         let response: FetchResponse =
             decode_response(ApiKey::Fetch, plan.versions.fetch, correlation_id, answer)
                 .map_err(|e| e.to_string())?;

@@ -201,30 +201,49 @@ pub struct BenchResult {
     pub timeline: Vec<Second>,
 }
 
-/// The broker's flush policy from its configs: Kafka's `log.flush.*`
-/// where it names them, else tidelog's (which names none and always
-/// fdatasyncs before acknowledging).
-pub fn flush_policy(configs: &[(String, String)]) -> String {
-    let find = |name: &str| {
+/// The broker's flush policy from the topic's `flush.messages` and
+/// `flush.ms` (Kafka and tidelog both name them), else from the broker's
+/// `log.flush.*`, else from what tidelog's broker configs look like.
+pub fn flush_policy(topic: &[(String, String)], broker: &[(String, String)]) -> String {
+    let find = |configs: &[(String, String)], name: &str| {
         configs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    if let Some(messages) = find("log.flush.interval.messages") {
-        let ms = find("log.flush.interval.ms").unwrap_or_else(|| "null".into());
+    let tidelog = looks_like_tidelog(broker);
+    if let Some(messages) = find(topic, "flush.messages") {
+        let ms = find(topic, "flush.ms").unwrap_or_else(|| "unset".into());
+        return match (messages.as_str(), tidelog) {
+            ("1", true) => "durable: group commit, fdatasync before every acks=1/all answer (tidelog, flush.messages=1)".into(),
+            ("1", false) => "durable: flush.messages=1 (a flush after every message)".into(),
+            (_, true) => format!(
+                "relaxed: flush.messages={messages}, flush.ms={ms} (tidelog: acknowledged before fdatasync)"
+            ),
+            (_, false) => format!(
+                "flush.messages={messages}, flush.ms={ms} (Kafka: page cache, flushed by the OS unless these are set)"
+            ),
+        };
+    }
+    let configs = broker;
+    if let Some(messages) = find(configs, "log.flush.interval.messages") {
+        let ms = find(configs, "log.flush.interval.ms").unwrap_or_else(|| "null".into());
         return format!(
             "log.flush.interval.messages={messages}, log.flush.interval.ms={ms} (Kafka: page cache, flushed by the OS unless these are set)"
         );
     }
-    let looks_like_tidelog = !configs.is_empty()
-        && configs.iter().any(|(n, _)| n == "socket.request.max.bytes")
-        && configs.len() < 10;
-    if looks_like_tidelog {
+    if tidelog {
         "durable: group commit, fdatasync before every acks=1/all answer (tidelog default)".into()
     } else {
         "unknown (pass --flush-policy)".into()
     }
+}
+
+/// tidelog's broker configs: few, with `socket.request.max.bytes`, and
+/// none of Kafka's hundreds (`num.network.threads` is in every Kafka).
+fn looks_like_tidelog(broker: &[(String, String)]) -> bool {
+    broker.iter().any(|(n, _)| n == "socket.request.max.bytes")
+        && !broker.iter().any(|(n, _)| n == "num.network.threads")
 }
 
 /// Samples the live counters once a second until the run finishes,
@@ -648,17 +667,22 @@ mod tests {
 
     #[test]
     fn flush_policy_names_kafka_and_tidelog() {
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
         let kafka = vec![
-            (
-                "log.flush.interval.messages".to_string(),
-                "9223372036854775807".to_string(),
-            ),
-            ("socket.request.max.bytes".to_string(), "1".to_string()),
+            pair("log.flush.interval.messages", "9223372036854775807"),
+            pair("socket.request.max.bytes", "1"),
+            pair("num.network.threads", "3"),
         ];
-        assert!(flush_policy(&kafka).starts_with("log.flush.interval.messages="));
-        let tidelog = vec![("socket.request.max.bytes".to_string(), "1".to_string())];
-        assert!(flush_policy(&tidelog).starts_with("durable"));
-        assert!(flush_policy(&[]).starts_with("unknown"));
+        assert!(flush_policy(&[], &kafka).starts_with("log.flush.interval.messages="));
+        let kafka_topic = vec![pair("flush.messages", "9223372036854775807")];
+        assert!(flush_policy(&kafka_topic, &kafka).starts_with("flush.messages="));
+        let tidelog = vec![pair("socket.request.max.bytes", "1")];
+        assert!(flush_policy(&[], &tidelog).starts_with("durable"));
+        let durable_topic = vec![pair("flush.messages", "1")];
+        assert!(flush_policy(&durable_topic, &tidelog).starts_with("durable: group commit"));
+        let relaxed_topic = vec![pair("flush.messages", "1000"), pair("flush.ms", "5")];
+        assert!(flush_policy(&relaxed_topic, &tidelog).starts_with("relaxed"));
+        assert!(flush_policy(&[], &[]).starts_with("unknown"));
     }
 
     #[test]
