@@ -85,14 +85,29 @@ PY
 kcat_balanced_consumers() {
     local dir
     dir=$(mktemp -d)
-    seq 1 1000 | timeout 30 kcat -b "$BOOT" -P -t kcat-group-topic -X topic.request.required.acks=all || return 1
     # Two members of one group split the partitions: together they read
-    # every record once. -e: exit once every assigned partition is read.
-    timeout 60 kcat -b "$BOOT" -G kcat-group kcat-group-topic -o beginning -e -q > "$dir/a" 2>/dev/null &
+    # every record once. Both join before anything is produced, so neither
+    # can read it all alone before the other arrives.
+    "$TIDELOG_BIN" topic --bootstrap-server "$BOOT" create --topic kcat-group-topic --partitions 4 > /dev/null || return 1
+    timeout 90 kcat -b "$BOOT" -G kcat-group kcat-group-topic -o beginning -q > "$dir/a" 2>/dev/null &
     local a=$!
-    timeout 60 kcat -b "$BOOT" -G kcat-group kcat-group-topic -o beginning -e -q > "$dir/b" 2>/dev/null &
+    timeout 90 kcat -b "$BOOT" -G kcat-group kcat-group-topic -o beginning -q > "$dir/b" 2>/dev/null &
     local b=$!
-    wait "$a" "$b"
+    local waited=0
+    until "$TIDELOG_BIN" group --bootstrap-server "$BOOT" describe --group kcat-group 2>/dev/null \
+        | grep -q "is Stable with 2 member"; do
+        sleep 0.5; waited=$((waited + 1))
+        [ "$waited" -lt 60 ] || { echo "the two members never formed a stable group"; kill "$a" "$b"; return 1; }
+    done
+    # Keyed, so the records spread over the partitions (keyless ones stick
+    # to one partition per batch).
+    seq 1 1000 | sed 's/.*/&:&/' | timeout 30 kcat -b "$BOOT" -P -K: -t kcat-group-topic -X topic.request.required.acks=all || return 1
+    waited=0
+    until [ "$(cat "$dir/a" "$dir/b" | wc -l)" -ge 1000 ] || [ "$waited" -ge 60 ]; do
+        sleep 0.5; waited=$((waited + 1))
+    done
+    # A clean close commits what each member read.
+    kill -TERM "$a" "$b"; wait "$a" "$b"
     local together
     together=$(cat "$dir/a" "$dir/b" | sort -n | md5sum)
     [ "$together" = "$(seq 1 1000 | md5sum)" ] || { echo "split read: $(wc -l < "$dir/a") + $(wc -l < "$dir/b")"; return 1; }
