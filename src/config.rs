@@ -24,6 +24,9 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 pub const IO_MEMORY_BYTES_PER_SHARD: usize = 2 * 1024 * 1024;
 /// Kafka's `log.retention.check.interval.ms` default: 5 minutes.
 pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
+/// Kafka's `log.cleaner.backoff.ms` default: the cleaner looks for
+/// compactable logs every 15 seconds.
+pub const CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 /// The most partitions one topic may have (a bound on metadata size).
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 
@@ -52,6 +55,9 @@ pub struct BrokerConfig {
     /// How often each shard applies retention to its logs (Kafka's
     /// `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// How often each shard's cleaner looks for logs to compact (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    pub cleaner_backoff_ms: u64,
 }
 
 impl BrokerConfig {
@@ -153,6 +159,23 @@ const FILE_KEYS: &[(&str, &str, i64)] = &[
     (
         "log.retention.check.interval.ms",
         "--log-retention-check-interval-ms",
+        1,
+    ),
+    ("log.cleaner.backoff.ms", "--log-cleaner-backoff-ms", 1),
+    ("log.cleanup.policy", "--log-cleanup-policy", 1),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "--log-cleaner-min-cleanable-ratio",
+        1,
+    ),
+    (
+        "log.cleaner.delete.retention.ms",
+        "--log-cleaner-delete-retention-ms",
+        1,
+    ),
+    (
+        "log.cleaner.min.compaction.lag.ms",
+        "--log-cleaner-min-compaction-lag-ms",
         1,
     ),
     (

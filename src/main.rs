@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 
 use tidelog::config::{
-    BrokerConfig, RETENTION_CHECK_INTERVAL_MS_DEFAULT, SOCKET_REQUEST_MAX_BYTES_DEFAULT,
-    TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
+    BrokerConfig, CLEANER_BACKOFF_MS_DEFAULT, RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+    SOCKET_REQUEST_MAX_BYTES_DEFAULT, TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
 };
 use tidelog::group::GroupConfig;
+use tidelog::metadata::topic_config;
 use tidelog::server::{self, StartupError};
 use tidelog::storage::LogConfig;
 
@@ -114,6 +115,21 @@ struct ServeArgs {
     /// Default retention.bytes: oldest segments are deleted while a partition is larger; -1 for no limit (Kafka's log.retention.bytes).
     #[arg(long, default_value_t = LogConfig::default().retention_bytes, allow_hyphen_values = true)]
     log_retention_bytes: i64,
+    /// How often each shard's log cleaner looks for logs to compact (Kafka's log.cleaner.backoff.ms).
+    #[arg(long, default_value_t = CLEANER_BACKOFF_MS_DEFAULT)]
+    log_cleaner_backoff_ms: u64,
+    /// Default cleanup.policy: delete, compact, or compact,delete (Kafka's log.cleanup.policy).
+    #[arg(long, default_value = "delete")]
+    log_cleanup_policy: String,
+    /// Default min.cleanable.dirty.ratio (Kafka's log.cleaner.min.cleanable.ratio).
+    #[arg(long, default_value_t = LogConfig::default().min_cleanable_dirty_ratio)]
+    log_cleaner_min_cleanable_ratio: f64,
+    /// Default delete.retention.ms: how long tombstones stay (Kafka's log.cleaner.delete.retention.ms).
+    #[arg(long, default_value_t = LogConfig::default().delete_retention_ms)]
+    log_cleaner_delete_retention_ms: i64,
+    /// Default min.compaction.lag.ms (Kafka's log.cleaner.min.compaction.lag.ms).
+    #[arg(long, default_value_t = LogConfig::default().min_compaction_lag_ms)]
+    log_cleaner_min_compaction_lag_ms: i64,
     /// Log filter (tracing's EnvFilter syntax; RUST_LOG overrides it).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -239,6 +255,34 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
             "--log-retention-check-interval-ms must be at least 1".into(),
         ));
     }
+    if args.log_cleaner_backoff_ms < 1 {
+        return Err(invalid(
+            "--log-cleaner-backoff-ms must be at least 1".into(),
+        ));
+    }
+    let broker_topic_defaults = [
+        (
+            topic_config::CLEANUP_POLICY,
+            args.log_cleanup_policy.clone(),
+        ),
+        (
+            topic_config::MIN_CLEANABLE_DIRTY_RATIO,
+            args.log_cleaner_min_cleanable_ratio.to_string(),
+        ),
+        (
+            topic_config::DELETE_RETENTION_MS,
+            args.log_cleaner_delete_retention_ms.to_string(),
+        ),
+        (
+            topic_config::MIN_COMPACTION_LAG_MS,
+            args.log_cleaner_min_compaction_lag_ms.to_string(),
+        ),
+    ];
+    for (name, value) in &broker_topic_defaults {
+        if let Err(error) = topic_config::validate_one(name, value) {
+            return Err(invalid(error.to_string()));
+        }
+    }
     if args.segment_bytes < 14 {
         return Err(invalid("--segment-bytes must be at least 14".into()));
     }
@@ -251,13 +295,19 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         reason: e.to_string(),
     })?;
     let cluster_id = cluster_id(&data_dir)?;
-    let log = LogConfig {
-        segment_bytes: args.segment_bytes,
-        max_message_bytes: args.max_message_bytes,
-        retention_ms: args.log_retention_ms,
-        retention_bytes: args.log_retention_bytes,
-        ..LogConfig::default()
-    };
+    let log = topic_config::log_config(
+        &LogConfig {
+            segment_bytes: args.segment_bytes,
+            max_message_bytes: args.max_message_bytes,
+            retention_ms: args.log_retention_ms,
+            retention_bytes: args.log_retention_bytes,
+            ..LogConfig::default()
+        },
+        &broker_topic_defaults
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect(),
+    );
     Ok(BrokerConfig {
         data_dir,
         cluster_id,
@@ -271,6 +321,7 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         socket_request_max_bytes: args.socket_request_max_bytes,
         tail_cache_bytes_per_shard: args.tail_cache_bytes,
         retention_check_interval_ms: args.log_retention_check_interval_ms,
+        cleaner_backoff_ms: args.log_cleaner_backoff_ms,
         log,
         group: GroupConfig {
             offsets_partitions: args.offsets_topic_num_partitions,

@@ -328,11 +328,22 @@ fn configs_change_live_and_survive_a_restart() {
     let (code, message) = incremental(
         broker.port,
         "tuned",
-        &[("cleanup.policy", 2, Some("compact"))],
+        &[("cleanup.policy", 2, Some("sideways"))],
     );
     assert_eq!(code, INVALID_CONFIG);
-    assert!(message.contains("compaction"), "{message}");
+    assert!(message.contains("cleanup.policy"), "{message}");
+    // APPEND to a list config: the policy becomes delete,compact.
+    assert_eq!(
+        incremental(
+            broker.port,
+            "tuned",
+            &[("cleanup.policy", 2, Some("compact"))]
+        )
+        .0,
+        0
+    );
     let configs = described(broker.port, "tuned");
+    assert_eq!(configs["cleanup.policy"], ("delete,compact".to_string(), 1));
     assert_eq!(configs["retention.bytes"], ("1048576".to_string(), 1));
     assert_eq!(
         configs["message.timestamp.type"].1, 5,
@@ -349,6 +360,7 @@ fn configs_change_live_and_survive_a_restart() {
     let configs = described(broker.port, "tuned");
     assert_eq!(configs["retention.ms"], ("3600000".to_string(), 1));
     assert_eq!(configs["retention.bytes"], ("1048576".to_string(), 1));
+    assert_eq!(configs["cleanup.policy"], ("delete,compact".to_string(), 1));
 }
 
 fn topic_cli(broker: &Broker, args: &[&str]) -> std::process::Output {

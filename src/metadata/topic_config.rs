@@ -12,6 +12,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -20,6 +21,8 @@ pub enum ConfigType {
 pub enum Values {
     /// An integer in `min..=max`.
     Range { min: i64, max: i64 },
+    /// A number in `0.0..=1.0`.
+    Fraction,
     /// One of these words (case as Kafka spells them).
     OneOf(&'static [&'static str]),
 }
@@ -36,6 +39,9 @@ pub struct ConfigDef {
 }
 
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
 pub const FLUSH_MESSAGES: &str = "flush.messages";
 pub const FLUSH_MS: &str = "flush.ms";
 pub const INDEX_INTERVAL_BYTES: &str = "index.interval.bytes";
@@ -58,10 +64,19 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: CLEANUP_POLICY,
         config_type: ConfigType::List,
-        // Compaction is not built yet: only deletion by retention.
-        values: Values::OneOf(&["delete"]),
+        values: Values::OneOf(&["delete", "compact"]),
         broker_name: "log.cleanup.policy",
-        doc: "What happens to old segments: deleted by retention.ms/retention.bytes.",
+        doc: "What happens to old segments: delete (by retention.ms/retention.bytes), compact (the latest record per key is kept), or both.",
+    },
+    ConfigDef {
+        name: DELETE_RETENTION_MS,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: 0,
+            max: i64::MAX,
+        },
+        broker_name: "log.cleaner.delete.retention.ms",
+        doc: "How long a compacted topic keeps a tombstone (a null value) after its timestamp, so consumers see the delete.",
     },
     ConfigDef {
         name: FLUSH_MESSAGES,
@@ -103,6 +118,23 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         values: Values::OneOf(&["CreateTime", "LogAppendTime"]),
         broker_name: "log.message.timestamp.type",
         doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps each batch with the time the broker appended it.",
+    },
+    ConfigDef {
+        name: MIN_CLEANABLE_DIRTY_RATIO,
+        config_type: ConfigType::Double,
+        values: Values::Fraction,
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        doc: "The share of a compacted log not yet cleaned at which the cleaner compacts it.",
+    },
+    ConfigDef {
+        name: MIN_COMPACTION_LAG_MS,
+        config_type: ConfigType::Long,
+        values: Values::Range {
+            min: 0,
+            max: i64::MAX,
+        },
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        doc: "A record stays uncompacted for at least this long.",
     },
     ConfigDef {
         name: RETENTION_BYTES,
@@ -194,6 +226,15 @@ pub fn validate_one(name: &str, value: &str) -> Result<(), ConfigError> {
                 return Err(invalid(format!("value must be at most {max}")));
             }
         }
+        Values::Fraction => {
+            let number: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("not a number".into()))?;
+            if !(0.0..=1.0).contains(&number) {
+                return Err(invalid("value must be between 0 and 1".into()));
+            }
+        }
         Values::OneOf(allowed) => {
             let words: Vec<&str> = match def.config_type {
                 ConfigType::List => value.split(',').map(str::trim).collect(),
@@ -201,12 +242,7 @@ pub fn validate_one(name: &str, value: &str) -> Result<(), ConfigError> {
             };
             for word in words {
                 if !allowed.contains(&word) {
-                    let why = if name == CLEANUP_POLICY && word == "compact" {
-                        "log compaction is not supported yet".to_string()
-                    } else {
-                        format!("must be one of {}", allowed.join(", "))
-                    };
-                    return Err(invalid(why));
+                    return Err(invalid(format!("must be one of {}", allowed.join(", "))));
                 }
             }
         }
@@ -225,7 +261,14 @@ pub fn validate(configs: &BTreeMap<String, String>) -> Result<(), ConfigError> {
 /// The broker default of a config, as a string.
 pub fn default_value(defaults: &LogConfig, name: &str) -> Option<String> {
     let value = match name {
-        CLEANUP_POLICY => "delete".to_string(),
+        CLEANUP_POLICY => match (defaults.cleanup_delete, defaults.cleanup_compact) {
+            (true, true) => "compact,delete".to_string(),
+            (false, true) => "compact".to_string(),
+            _ => "delete".to_string(),
+        },
+        MIN_CLEANABLE_DIRTY_RATIO => defaults.min_cleanable_dirty_ratio.to_string(),
+        DELETE_RETENTION_MS => defaults.delete_retention_ms.to_string(),
+        MIN_COMPACTION_LAG_MS => defaults.min_compaction_lag_ms.to_string(),
         SEGMENT_BYTES => defaults.segment_bytes.to_string(),
         SEGMENT_INDEX_BYTES => defaults.segment_index_bytes.to_string(),
         SEGMENT_MS => defaults.segment_ms.to_string(),
@@ -281,6 +324,23 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
     if let Some(v) = number(FLUSH_MS) {
         config.flush_ms = v;
     }
+    if let Some(v) = number(DELETE_RETENTION_MS) {
+        config.delete_retention_ms = v;
+    }
+    if let Some(v) = number(MIN_COMPACTION_LAG_MS) {
+        config.min_compaction_lag_ms = v;
+    }
+    if let Some(v) = overrides
+        .get(MIN_CLEANABLE_DIRTY_RATIO)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        config.min_cleanable_dirty_ratio = v;
+    }
+    if let Some(policy) = overrides.get(CLEANUP_POLICY) {
+        let words: Vec<&str> = policy.split(',').map(str::trim).collect();
+        config.cleanup_delete = words.contains(&"delete");
+        config.cleanup_compact = words.contains(&"compact");
+    }
     match overrides.get(MESSAGE_TIMESTAMP_TYPE).map(|v| v.trim()) {
         Some("LogAppendTime") => config.timestamp_type = TimestampType::LogAppendTime,
         Some("CreateTime") => config.timestamp_type = TimestampType::CreateTime,
@@ -307,7 +367,13 @@ mod tests {
             ("retention.bytes", "1073741824", true),
             ("segment.ms", "0", false),
             ("cleanup.policy", "delete", true),
-            ("cleanup.policy", "compact", false),
+            ("cleanup.policy", "compact", true),
+            ("cleanup.policy", "compact,delete", true),
+            ("min.cleanable.dirty.ratio", "0.01", true),
+            ("min.cleanable.dirty.ratio", "1.5", false),
+            ("min.cleanable.dirty.ratio", "half", false),
+            ("delete.retention.ms", "-1", false),
+            ("min.compaction.lag.ms", "0", true),
             ("cleanup.policy", "sideways", false),
             ("message.timestamp.type", "LogAppendTime", true),
             ("message.timestamp.type", "Now", false),

@@ -493,6 +493,7 @@ mod tests {
                     tail_cache_bytes_per_shard: 1 << 20,
                     log: LogConfig::default(),
                     retention_check_interval_ms: 300_000,
+                    cleaner_backoff_ms: 15_000,
                     group: crate::group::GroupConfig {
                         initial_rebalance_delay_ms: 0,
                         offsets_partitions: 3,

@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod connection;
 
+use std::future::Future;
 use std::net::TcpListener as StdTcpListener;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::path::Path;
@@ -259,6 +260,7 @@ async fn shard_main(
     shard.groups.load_owned(&shard);
     glommio::spawn_local(run_group_timers(shard.clone()).in_current_span()).detach();
     spawn_background(run_retention(shard.clone()).in_current_span());
+    spawn_background(run_cleaner(shard.clone()).in_current_span());
     glommio::spawn_local(watch_stop_flag(shard.clone(), stop).in_current_span()).detach();
     let _ = ready.send(Ok(index));
 
@@ -312,6 +314,22 @@ const BACKGROUND_SHARES: usize = 100;
 /// `log.retention.check.interval.ms`.
 async fn run_retention(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
+    every(&shard, interval, || shard.enforce_retention()).await;
+}
+
+/// Compacts logs with `cleanup.policy=compact` every
+/// `log.cleaner.backoff.ms`.
+async fn run_cleaner(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.cleaner_backoff_ms);
+    every(&shard, interval, || shard.clean_logs()).await;
+}
+
+/// Runs `work` every `interval` until the shard shuts down.
+async fn every<F, W>(shard: &Rc<Shard>, interval: Duration, mut work: W)
+where
+    W: FnMut() -> F,
+    F: Future<Output = ()>,
+{
     while !shard.is_shutting_down() {
         let stop = shard.shutdown.notified();
         let woke = future::or(
@@ -328,7 +346,7 @@ async fn run_retention(shard: Rc<Shard>) {
         if !woke {
             break;
         }
-        shard.enforce_retention().await;
+        work().await;
     }
 }
 

@@ -550,6 +550,45 @@ impl Shard {
         }
     }
 
+    /// The log cleaner: compacts this shard's logs whose cleanup.policy
+    /// has `compact` and that are due, one at a time.
+    pub async fn clean_logs(&self) {
+        let logs: Vec<(String, Rc<PartitionLog>)> = self
+            .logs
+            .borrow()
+            .iter()
+            .filter(|(topic, _)| topic.as_str() != OFFSETS_TOPIC)
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .iter()
+                    .flatten()
+                    .filter(|log| log.config().cleanup_compact)
+                    .map(move |log| (topic.clone(), log.clone()))
+            })
+            .collect();
+        for (topic, log) in logs {
+            if self.is_shutting_down() {
+                return;
+            }
+            match log.clean(crate::types::now_ms()).await {
+                Ok(None) => {}
+                Ok(Some(outcome)) => info!(
+                    %topic,
+                    log = %log.dir().display(),
+                    keys = outcome.keys,
+                    segments_rewritten = outcome.segments_rewritten,
+                    records_removed = outcome.records_removed,
+                    bytes_before = outcome.bytes_before,
+                    bytes_after = outcome.bytes_after,
+                    "log compacted"
+                ),
+                Err(error) => {
+                    warn!(%topic, log = %log.dir().display(), %error, "log compaction failed")
+                }
+            }
+        }
+    }
+
     /// The flush timer: syncs logs whose relaxed flush policy is due.
     pub async fn sync_due_logs(&self) {
         let logs: Vec<Rc<PartitionLog>> = self

@@ -256,7 +256,7 @@ pub fn assign(batch: &[u8], base_offset: Offset, leader_epoch: i32) -> Bytes {
 const MIN_RECORD_BYTES: usize = 7;
 
 /// Reads a zigzag varint; returns it and the bytes it took.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+pub(super) fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
     for (index, byte) in bytes.iter().take(10).enumerate() {
         value |= u64::from(byte & 0x7f) << (7 * index);

@@ -28,6 +28,9 @@ use super::segment::{self, Segment, Visit};
 use super::time_index;
 use crate::types::Offset;
 
+mod cleaner;
+pub use cleaner::{CLEANED_SUFFIX, COMPACTED_MARKER, CleanOutcome};
+
 /// The one partition leader epoch of a single-node partition.
 pub const LEADER_EPOCH: i32 = 0;
 
@@ -39,8 +42,22 @@ pub enum TimestampType {
 }
 
 /// Per-topic storage settings (Kafka's names and defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
+    /// `cleanup.policy` has `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` has `compact`: the cleaner keeps the latest record
+    /// per key.
+    pub cleanup_compact: bool,
+    /// `min.cleanable.dirty.ratio`: the share of the cleanable log not yet
+    /// compacted at which the cleaner runs.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `delete.retention.ms`: how long a tombstone stays after its record's
+    /// timestamp once it is the latest record of its key.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger
+    /// than this is not compacted yet.
+    pub min_compaction_lag_ms: i64,
     /// `segment.bytes`: a segment rolls before it would grow past this.
     pub segment_bytes: u64,
     /// `segment.ms`: a segment whose first append is older than this rolls
@@ -72,6 +89,11 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            cleanup_delete: true,
+            cleanup_compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
             segment_bytes: 1024 * 1024 * 1024,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
@@ -172,6 +194,14 @@ pub struct PartitionLog {
     /// flush waits for a timed sync of the same files to end (and the timer
     /// skips a log that is flushing).
     io_turn: glommio::sync::Semaphore,
+    /// Held while segments are deleted (retention, DeleteRecords) and while
+    /// the cleaner swaps a rewritten segment in.
+    segments_turn: glommio::sync::Semaphore,
+    /// The cleaner's state: running now, the first offset not yet cleaned,
+    /// and when the earliest kept tombstone may go.
+    cleaning: Cell<bool>,
+    cleaned_to: Cell<Offset>,
+    tombstone_deadline: Cell<Option<i64>>,
     /// The relaxed flush policy's state: records written since the last
     /// fdatasync, when that was, and the files written but not synced.
     unsynced_records: Cell<i64>,
@@ -269,6 +299,10 @@ impl PartitionLog {
             }),
             flushing: Cell::new(false),
             io_turn: glommio::sync::Semaphore::new(1),
+            segments_turn: glommio::sync::Semaphore::new(1),
+            cleaning: Cell::new(false),
+            cleaned_to: Cell::new(Offset(0)),
+            tombstone_deadline: Cell::new(None),
             unsynced_records: Cell::new(0),
             last_sync_ms: Cell::new(crate::types::now_ms()),
             unsynced_files: RefCell::new(Vec::new()),
@@ -312,6 +346,9 @@ impl PartitionLog {
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let config = self.config.get();
         let header = batch::validate_produced(records, config.max_message_bytes)?;
+        if config.cleanup_compact {
+            super::compact::require_keys(records, &header)?;
+        }
         let mut state = self.state.borrow_mut();
         let base_offset = state.next_offset;
         let last_offset = Offset(base_offset.0 + i64::from(header.last_offset_delta));
@@ -791,6 +828,9 @@ impl PartitionLog {
     /// many segments went.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let config = self.config.get();
+        if !config.cleanup_delete {
+            return Ok(0);
+        }
         let cutoff = {
             let state = self.state.borrow();
             let total: u64 = state.segments.values().map(|s| s.size_bytes).sum();
@@ -868,6 +908,15 @@ impl PartitionLog {
     /// synced: a crash part-way leaves a log that starts later, never a
     /// hole, and recovery rebuilds any index it lacks.
     pub async fn delete_segments_before(&self, offset: Offset) -> Result<usize, StorageError> {
+        // Not while the cleaner swaps a segment in.
+        let _turn = self
+            .segments_turn
+            .acquire_permit(1)
+            .await
+            .map_err(StorageError::glommio(
+                "waiting to delete segments of",
+                &self.dir,
+            ))?;
         let doomed: Vec<Segment> = {
             let mut state = self.state.borrow_mut();
             let mut doomed = Vec::new();
@@ -893,20 +942,7 @@ impl PartitionLog {
                 state.log_start = state.log_start.max(first);
             }
             let log_start = state.log_start;
-            while state
-                .tail
-                .front()
-                .is_some_and(|batch| batch.last_offset < log_start)
-            {
-                if let Some(batch) = state.tail.pop_front() {
-                    let used = self
-                        .cache
-                        .used_bytes
-                        .get()
-                        .saturating_sub(batch.bytes.len());
-                    self.cache.used_bytes.set(used);
-                }
-            }
+            self.evict_tail_below(&mut state, log_start);
             doomed
         };
         if doomed.is_empty() {
@@ -933,6 +969,24 @@ impl PartitionLog {
             .await?;
         sync_dir(&self.dir).await?;
         Ok(count)
+    }
+
+    /// Drops cached batches that end below `offset`.
+    fn evict_tail_below(&self, state: &mut LogState, offset: Offset) {
+        while state
+            .tail
+            .front()
+            .is_some_and(|batch| batch.last_offset < offset)
+        {
+            if let Some(batch) = state.tail.pop_front() {
+                let used = self
+                    .cache
+                    .used_bytes
+                    .get()
+                    .saturating_sub(batch.bytes.len());
+                self.cache.used_bytes.set(used);
+            }
+        }
     }
 
     fn has_untrimmed_segments(&self) -> bool {

@@ -3,6 +3,7 @@
 //! files, group-committed, and recovered after a crash.
 //!
 //! - `batch`: the record batch header, produce validation, offset assignment.
+//! - `compact`: the records of a batch, filtered for log compaction.
 //! - `segment`: one `.log` file, its staged bytes and its batch scanner.
 //! - `offset_index`, `time_index`: the sparse indexes and their file formats.
 //! - `log`: a partition's log: append, flush, read, timestamp lookup.
@@ -16,6 +17,7 @@
 //! O_DIRECT needs one).
 
 pub mod batch;
+pub mod compact;
 pub mod log;
 pub mod offset_index;
 pub mod record;

@@ -21,7 +21,7 @@ use glommio::io::{DmaFile, OpenOptions};
 use tracing::{info, warn};
 
 use super::StorageError;
-use super::log::{LogConfig, sync_dir};
+use super::log::{CLEANED_SUFFIX, COMPACTED_MARKER, LogConfig, sync_dir};
 use super::offset_index::OffsetIndex;
 use super::segment::{self, ScanEnd, Segment, Visit};
 use super::time_index::TimeIndex;
@@ -52,6 +52,8 @@ pub async fn recover(
 ) -> Result<BTreeMap<Offset, Segment>, StorageError> {
     let mut bases = list_segments(dir)?;
     bases.sort_unstable();
+    // A compacted log has offset gaps on purpose.
+    let gaps_allowed = dir.join(COMPACTED_MARKER).exists();
     let mut segments = BTreeMap::new();
     if bases.is_empty() {
         segments.insert(Offset(0), Segment::new(dir, Offset(0)));
@@ -59,7 +61,7 @@ pub async fn recover(
     }
     for (position, base) in bases.iter().enumerate() {
         let next_base = bases.get(position + 1).copied();
-        let segment = open_segment(dir, *base, next_base, config).await?;
+        let segment = open_segment(dir, *base, next_base, gaps_allowed, config).await?;
         segments.insert(*base, segment);
     }
     Ok(segments)
@@ -79,6 +81,12 @@ fn list_segments(dir: &Path) -> Result<Vec<Offset>, StorageError> {
             std::fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
             continue;
         }
+        if name.ends_with(&format!(".{CLEANED_SUFFIX}")) {
+            let path = entry.path();
+            warn!(file = %path.display(), "removing a segment the cleaner left unfinished");
+            std::fs::remove_file(&path).map_err(StorageError::io("removing", &path))?;
+            continue;
+        }
         let Some(stem) = name.strip_suffix(".log") else {
             continue;
         };
@@ -95,6 +103,7 @@ async fn open_segment(
     dir: &Path,
     base: Offset,
     next_base: Option<Offset>,
+    gaps_allowed: bool,
     config: &LogConfig,
 ) -> Result<Segment, StorageError> {
     let mut segment = Segment::new(dir, base);
@@ -126,6 +135,7 @@ async fn open_segment(
         let bounds = ScanBounds {
             file_size,
             next_base,
+            gaps_allowed,
         };
         valid_end = verify_tail(&mut segment, &file, index, time_index, bounds, config).await?;
         if valid_end.is_none() {
@@ -141,6 +151,7 @@ async fn open_segment(
             let bounds = ScanBounds {
                 file_size,
                 next_base,
+                gaps_allowed,
             };
             scan_and_index(&mut segment, &file, 0, bounds, config)
                 .await?
@@ -211,6 +222,8 @@ async fn verify_tail(
 struct ScanBounds {
     file_size: u64,
     next_base: Option<Offset>,
+    /// The cleaner removed records: batches follow in order, with gaps.
+    gaps_allowed: bool,
 }
 
 /// What a recovery scan found.
@@ -237,6 +250,7 @@ async fn scan_and_index(
     let ScanBounds {
         file_size,
         next_base,
+        gaps_allowed,
     } = bounds;
     let path = segment.log_path.clone();
     let base = segment.base_offset;
@@ -252,12 +266,12 @@ async fn scan_and_index(
         |position, header, bytes| {
             first_last_offset.get_or_insert(Offset(header.last_offset()));
             // tidelog writes every segment from its base offset on, with no
-            // gaps (there is no compaction), and the base offset is not
+            // gaps (unless the cleaner compacted the log), and the base offset is not
             // covered by the CRC: a batch that does not follow on exactly,
             // or that reaches the next segment's base, is damaged. (From a
             // mid-segment index entry the first batch's base is unknown;
             // only its order is checked there.)
-            let follows = if position == start && start > 0 {
+            let follows = if gaps_allowed || (position == start && start > 0) {
                 header.base_offset >= expected.0
             } else {
                 header.base_offset == expected.0

@@ -1,0 +1,654 @@
+//! Log compaction (`cleanup.policy=compact`) of one partition log, Kafka's
+//! log cleaner in small:
+//!
+//! - Cleanable: the closed, durable segments from the start of the log up
+//!   to the first one whose newest record is younger than
+//!   `min.compaction.lag.ms`. The active segment is never touched.
+//! - It runs when the dirty share (bytes from the first offset not yet
+//!   cleaned) reaches `min.cleanable.dirty.ratio`, or when a kept
+//!   tombstone's `delete.retention.ms` has passed.
+//! - A map of every key to its latest offset is built over the cleanable
+//!   segments; then each segment is rewritten keeping a record only when
+//!   it is its key's latest (records without a key go, as in Kafka), and a
+//!   tombstone only until `delete.retention.ms` after its timestamp.
+//!   Control batches (transaction markers) stay as they are. Offsets never
+//!   change: a filtered batch keeps its header (see [`super::super::compact`]).
+//! - Crash-safe swap, one segment at a time: the new contents are written
+//!   to `<base>.log.cleaned` and synced; then the segment's index files are
+//!   removed, the `.cleaned` file is renamed over the `.log`, and the
+//!   directory is synced; then the new index files are written. A kill at
+//!   any point leaves the old segment or the new one (recovery removes a
+//!   stray `.cleaned` file and rebuilds missing index files). A
+//!   `compacted` marker in the log directory, written before the first
+//!   swap, tells recovery that the log has offset gaps on purpose.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::storage::compact::{self, Filtered, RecordView};
+use crate::storage::segment::ScanEnd;
+
+/// Suffix of a segment being rewritten by the cleaner; never trusted.
+pub const CLEANED_SUFFIX: &str = "cleaned";
+/// Present in a log directory once the cleaner has rewritten a segment.
+pub const COMPACTED_MARKER: &str = "compacted";
+/// Output bytes gathered before they are written out.
+const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// What one cleaning did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanOutcome {
+    pub segments_rewritten: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub keys: usize,
+}
+
+/// A closed segment the cleaner may rewrite.
+struct Cleanable {
+    base_offset: Offset,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    size: u64,
+    next_offset: Offset,
+}
+
+/// The cleaner's decision for each record.
+struct Retain<'a> {
+    latest: &'a HashMap<Vec<u8>, i64>,
+    /// Tombstones with a timestamp before this go.
+    tombstone_horizon: i64,
+    delete_retention_ms: i64,
+    /// The earliest time a kept tombstone may go.
+    next_deadline: Option<i64>,
+    removed: u64,
+}
+
+impl Retain<'_> {
+    fn keep(&mut self, record: &RecordView<'_>) -> bool {
+        let latest = record
+            .key
+            .is_some_and(|key| self.latest.get(key) == Some(&record.offset));
+        let keep = latest && !(record.tombstone && record.timestamp < self.tombstone_horizon);
+        if keep && record.tombstone {
+            let deadline = record.timestamp.saturating_add(self.delete_retention_ms);
+            self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        if !keep {
+            self.removed += 1;
+        }
+        keep
+    }
+}
+
+impl PartitionLog {
+    /// Compacts the log if its policy says so and it is due. `None` when
+    /// nothing was due.
+    pub async fn clean(&self, now_ms: i64) -> Result<Option<CleanOutcome>, StorageError> {
+        let config = self.config.get();
+        if !config.cleanup_compact || self.cleaning.replace(true) {
+            return Ok(None);
+        }
+        let _cleaning = FlushInFlight(&self.cleaning);
+        let cleanable = self.cleanable_segments(&config, now_ms);
+        let Some(last) = cleanable.last() else {
+            return Ok(None);
+        };
+        let cleaned_to = last.next_offset;
+        let total: u64 = cleanable.iter().map(|c| c.size).sum();
+        let dirty: u64 = cleanable
+            .iter()
+            .filter(|c| c.next_offset > self.cleaned_to.get())
+            .map(|c| c.size)
+            .sum();
+        let tombstones_due = self.tombstone_deadline.get().is_some_and(|d| now_ms >= d);
+        let ratio_due =
+            dirty > 0 && dirty as f64 >= config.min_cleanable_dirty_ratio * total as f64;
+        if !ratio_due && !tombstones_due {
+            return Ok(None);
+        }
+
+        let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
+        for segment in &cleanable {
+            self.map_keys(segment, &mut latest).await?;
+        }
+        let mut retain = Retain {
+            latest: &latest,
+            tombstone_horizon: now_ms.saturating_sub(config.delete_retention_ms),
+            delete_retention_ms: config.delete_retention_ms,
+            next_deadline: None,
+            removed: 0,
+        };
+        let mut outcome = CleanOutcome {
+            keys: latest.len(),
+            bytes_before: total,
+            ..CleanOutcome::default()
+        };
+        for segment in &cleanable {
+            match self.rewrite_segment(segment, &config, &mut retain).await? {
+                Some(size) => {
+                    outcome.segments_rewritten += 1;
+                    outcome.bytes_after += size;
+                }
+                None => outcome.bytes_after += segment.size,
+            }
+        }
+        outcome.records_removed = retain.removed;
+        self.cleaned_to.set(cleaned_to);
+        self.tombstone_deadline.set(retain.next_deadline);
+        Ok(Some(outcome))
+    }
+
+    /// The closed, durable prefix of the log the cleaner may rewrite.
+    fn cleanable_segments(&self, config: &LogConfig, now_ms: i64) -> Vec<Cleanable> {
+        let state = self.state.borrow();
+        let lag_limit = now_ms.saturating_sub(config.min_compaction_lag_ms);
+        let closed = state.segments.len().saturating_sub(1);
+        state
+            .segments
+            .values()
+            .take(closed)
+            .take_while(|s| {
+                s.closed
+                    && s.trimmed
+                    && s.staged.is_empty()
+                    && s.durable_bytes == s.size_bytes
+                    && s.next_offset <= state.high_watermark
+                    && s.max_timestamp
+                        .is_none_or(|(newest, _)| newest <= lag_limit)
+            })
+            .filter_map(|s| {
+                Some(Cleanable {
+                    base_offset: s.base_offset,
+                    file: s.file.clone()?,
+                    path: s.log_path.clone(),
+                    size: s.size_bytes,
+                    next_offset: s.next_offset,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds each key of `segment` with its latest offset to `latest`.
+    async fn map_keys(
+        &self,
+        segment: &Cleanable,
+        latest: &mut HashMap<Vec<u8>, i64>,
+    ) -> Result<(), StorageError> {
+        let mut failed = None;
+        let mut position = 0;
+        loop {
+            let mut scanned = 0usize;
+            let (stopped_at, end) = segment::scan(
+                &segment.file,
+                &segment.path,
+                position,
+                segment.size,
+                false,
+                |_, header, bytes| {
+                    scanned += bytes.len();
+                    if !compact::is_control(header) {
+                        let mapped = compact::for_each_record(bytes, header, |record| {
+                            if let Some(key) = record.key {
+                                match latest.get_mut(key) {
+                                    Some(offset) => *offset = record.offset,
+                                    None => {
+                                        latest.insert(key.to_vec(), record.offset);
+                                    }
+                                }
+                            }
+                        });
+                        if let Err(error) = mapped {
+                            failed = Some(error);
+                            return Visit::Stop;
+                        }
+                    }
+                    if scanned >= WRITE_CHUNK_BYTES {
+                        Visit::Stop
+                    } else {
+                        Visit::Continue
+                    }
+                },
+            )
+            .await?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            if end != ScanEnd::Stopped {
+                return Ok(());
+            }
+            position = stopped_at;
+            // Produce and fetch go first.
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// Rewrites one segment keeping what `retain` keeps; `None` when every
+    /// record stays (the segment is left alone), else its new size.
+    async fn rewrite_segment(
+        &self,
+        segment: &Cleanable,
+        config: &LogConfig,
+        retain: &mut Retain<'_>,
+    ) -> Result<Option<u64>, StorageError> {
+        if !self.segment_changes(segment, retain).await? {
+            return Ok(None);
+        }
+        let mut cleaned_path = segment.path.clone().into_os_string();
+        cleaned_path.push(".");
+        cleaned_path.push(CLEANED_SUFFIX);
+        let cleaned_path = PathBuf::from(cleaned_path);
+        let file = create_segment_file(&cleaned_path).await?;
+        let mut rebuilt = Segment::new(&self.dir, segment.base_offset);
+        let mut writer = ChunkWriter::default();
+        let mut failed = None;
+        let mut position = 0;
+        loop {
+            let (stopped_at, end) = segment::scan(
+                &segment.file,
+                &segment.path,
+                position,
+                segment.size,
+                false,
+                |_, header, bytes| {
+                    let kept = if compact::is_control(header) {
+                        Ok(Filtered::Unchanged)
+                    } else {
+                        compact::filter_batch(bytes, header, |record| retain.keep(record))
+                    };
+                    match kept {
+                        Ok(Filtered::Unchanged) => writer.push(&mut rebuilt, header, bytes, config),
+                        Ok(Filtered::Rewritten(batch)) => match BatchHeader::parse(&batch) {
+                            Some(new) => writer.push(&mut rebuilt, &new, &batch, config),
+                            None => failed = Some(StorageError::CorruptMessage("filtered".into())),
+                        },
+                        Ok(Filtered::Empty) => {}
+                        Err(error) => failed = Some(error),
+                    }
+                    if failed.is_some() || writer.pending.len() >= WRITE_CHUNK_BYTES {
+                        Visit::Stop
+                    } else {
+                        Visit::Continue
+                    }
+                },
+            )
+            .await?;
+            if let Some(error) = failed {
+                drop(file);
+                remove_quietly(&cleaned_path);
+                return Err(error);
+            }
+            writer.write_full_blocks(&file, &cleaned_path).await?;
+            if end != ScanEnd::Stopped {
+                break;
+            }
+            position = stopped_at;
+            glommio::yield_if_needed().await;
+        }
+        let size = writer.finish(&file, &cleaned_path).await?;
+        file.fdatasync()
+            .await
+            .map_err(StorageError::glommio("syncing", &cleaned_path))?;
+        drop(file);
+        rebuilt.size_bytes = size;
+        rebuilt.durable_bytes = size;
+        rebuilt.next_offset = segment.next_offset;
+        rebuilt.closed = true;
+        rebuilt.trimmed = true;
+        rebuilt.seal_time_index();
+        rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
+        self.swap_in(segment, rebuilt, cleaned_path).await?;
+        Ok(Some(size))
+    }
+
+    /// Whether cleaning `segment` removes anything (read only; `retain`'s
+    /// counts are left as they were).
+    async fn segment_changes(
+        &self,
+        segment: &Cleanable,
+        retain: &Retain<'_>,
+    ) -> Result<bool, StorageError> {
+        let mut probe = Retain {
+            latest: retain.latest,
+            tombstone_horizon: retain.tombstone_horizon,
+            delete_retention_ms: retain.delete_retention_ms,
+            next_deadline: None,
+            removed: 0,
+        };
+        let mut failed = None;
+        segment::scan(
+            &segment.file,
+            &segment.path,
+            0,
+            segment.size,
+            false,
+            |_, header, bytes| {
+                if compact::is_control(header) {
+                    return Visit::Continue;
+                }
+                if let Err(error) = compact::for_each_record(bytes, header, |record| {
+                    probe.keep(record);
+                }) {
+                    failed = Some(error);
+                }
+                if failed.is_some() || probe.removed > 0 {
+                    Visit::Stop
+                } else {
+                    Visit::Continue
+                }
+            },
+        )
+        .await?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        Ok(probe.removed > 0)
+    }
+
+    /// Puts the rewritten segment in place of the old one, on disk and in
+    /// memory, unless retention or DeleteRecords removed it meanwhile.
+    async fn swap_in(
+        &self,
+        old: &Cleanable,
+        mut rebuilt: Segment,
+        cleaned_path: PathBuf,
+    ) -> Result<(), StorageError> {
+        let _turn = self
+            .segments_turn
+            .acquire_permit(1)
+            .await
+            .map_err(StorageError::glommio(
+                "waiting to swap a segment of",
+                &self.dir,
+            ))?;
+        if !self.state.borrow().segments.contains_key(&old.base_offset) {
+            remove_quietly(&cleaned_path);
+            return Ok(());
+        }
+        let marker = self.dir.join(COMPACTED_MARKER);
+        if !marker.exists() {
+            write_index_files(self.dir.clone(), vec![(marker, b"1\n".to_vec())]).await?;
+        }
+        let index_paths = [rebuilt.index_path(), rebuilt.time_index_path()];
+        let log_path = old.path.clone();
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || -> Result<(), StorageError> {
+                for path in &index_paths {
+                    match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StorageError::io("removing", path)(e)),
+                    }
+                }
+                std::fs::rename(&cleaned_path, &log_path)
+                    .map_err(StorageError::io("renaming", &log_path))?;
+                std::fs::File::open(&dir)
+                    .and_then(|directory| directory.sync_all())
+                    .map_err(StorageError::io("syncing directory", &dir))
+            })
+            .await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&old.path)
+            .await
+            .map_err(StorageError::glommio("opening", &old.path))?;
+        rebuilt.file = Some(Rc::new(file));
+        {
+            let mut state = self.state.borrow_mut();
+            state.segments.insert(old.base_offset, rebuilt);
+            // Cached batches of the old segment are not served again.
+            self.evict_tail_below(&mut state, old.next_offset);
+        }
+        // Reads in flight keep the old file open through their own handle.
+        self.write_closed_indexes().await
+    }
+}
+
+/// Batches gathered for writing, block-aligned, to a new segment file.
+#[derive(Default)]
+struct ChunkWriter {
+    /// Bytes not yet written, from `written` on.
+    pending: Vec<u8>,
+    /// File position of `pending[0]`: a multiple of the block size.
+    written: u64,
+}
+
+impl ChunkWriter {
+    fn push(
+        &mut self,
+        segment: &mut Segment,
+        header: &BatchHeader,
+        batch: &[u8],
+        config: &LogConfig,
+    ) {
+        let position = self.written + self.pending.len() as u64;
+        segment.index_batch(header, batch, position, config.index_interval_bytes);
+        self.pending.extend_from_slice(batch);
+    }
+
+    /// Writes the whole blocks gathered; keeps the partial last one.
+    async fn write_full_blocks(&mut self, file: &DmaFile, path: &Path) -> Result<(), StorageError> {
+        let whole = segment::align_down(self.pending.len() as u64) as usize;
+        if whole == 0 {
+            return Ok(());
+        }
+        let mut buffer = file.alloc_dma_buffer(whole);
+        buffer
+            .as_bytes_mut()
+            .copy_from_slice(&self.pending[..whole]);
+        write_block_aligned(file, path, self.written, buffer).await?;
+        self.pending.drain(..whole);
+        self.written += whole as u64;
+        Ok(())
+    }
+
+    /// Writes the rest, padded to a block, and cuts the file to its size.
+    async fn finish(&mut self, file: &DmaFile, path: &Path) -> Result<u64, StorageError> {
+        let size = self.written + self.pending.len() as u64;
+        if !self.pending.is_empty() {
+            let padded = segment::align_up(self.pending.len() as u64) as usize;
+            let mut buffer = file.alloc_dma_buffer(padded);
+            let target = buffer.as_bytes_mut();
+            target[..self.pending.len()].copy_from_slice(&self.pending);
+            target[self.pending.len()..].fill(0);
+            write_block_aligned(file, path, self.written, buffer).await?;
+        }
+        file.truncate(size)
+            .await
+            .map_err(StorageError::glommio("truncating", path))?;
+        Ok(size)
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        tracing::warn!(file = %path.display(), %error, "could not remove a cleaner's file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::storage::record::{Record, encode_batch};
+    use crate::storage::test_support::{open, run};
+
+    /// offset -> (key, value)
+    type Contents = BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)>;
+
+    fn compacted() -> LogConfig {
+        LogConfig {
+            cleanup_compact: true,
+            cleanup_delete: false,
+            segment_bytes: 2_000,
+            index_interval_bytes: 100,
+            delete_retention_ms: 1_000,
+            ..LogConfig::default()
+        }
+    }
+
+    fn keyed(key: &str, value: Option<&str>, timestamp: i64) -> Bytes {
+        encode_batch(
+            &[Record {
+                key: Some(Bytes::copy_from_slice(key.as_bytes())),
+                value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            }],
+            timestamp,
+        )
+    }
+
+    /// Every record below the high watermark, read as a consumer would.
+    async fn contents(log: &PartitionLog) -> Contents {
+        let mut records = Contents::new();
+        let mut next = log.log_start_offset();
+        while next < log.high_watermark() {
+            let outcome = log.read(next, 1 << 16).await.expect("read");
+            assert!(!outcome.batches.is_empty(), "nothing at {next}");
+            for batch in outcome.batches {
+                let header = BatchHeader::parse(&batch).expect("header");
+                assert!(crate::storage::batch::crc_matches(&batch, &header));
+                assert!(header.last_offset() >= next.0, "went back");
+                compact::for_each_record(&batch, &header, |r| {
+                    records.insert(
+                        r.offset,
+                        (
+                            r.key.map(<[u8]>::to_vec).unwrap_or_default(),
+                            (!r.tombstone).then(|| format!("{}", r.offset).into_bytes()),
+                        ),
+                    );
+                })
+                .expect("records");
+                next = Offset(header.last_offset() + 1);
+            }
+        }
+        records
+    }
+
+    fn active_base(log: &PartitionLog) -> i64 {
+        log.state
+            .borrow()
+            .segments
+            .keys()
+            .next_back()
+            .map_or(0, |o| o.0)
+    }
+
+    /// What compaction must leave: below `active`, only each key's latest
+    /// record (tombstones while `tombstones_stay`); the active segment as
+    /// it was.
+    fn expected(all: &Contents, active: i64, tombstones_stay: bool) -> Contents {
+        let mut latest: HashMap<&[u8], i64> = HashMap::new();
+        for (offset, (key, _)) in all.iter().filter(|(o, _)| **o < active) {
+            latest.insert(key, *offset);
+        }
+        all.iter()
+            .filter(|(offset, (key, value))| {
+                **offset >= active
+                    || (latest.get(key.as_slice()) == Some(offset)
+                        && (value.is_some() || tombstones_stay))
+            })
+            .map(|(o, r)| (*o, r.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
+        run(|dir| async move {
+            let log = open(&dir, compacted()).await;
+            let t = crate::types::now_ms();
+            for i in 0..600 {
+                let key = format!("key-{}", i % 40);
+                log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
+                    .expect("append");
+            }
+            log.append(&keyed("key-7", None, t), t).expect("append");
+            for i in 0..60 {
+                let key = format!("key-{}", 8 + i % 5);
+                log.append(&keyed(&key, Some("late"), t), t)
+                    .expect("append");
+            }
+            log.flush().await.expect("flush");
+            let before = contents(&log).await;
+            assert_eq!(before.len(), 661);
+            let active = active_base(&log);
+            assert!(active > 400, "many segments closed");
+
+            let outcome = log.clean(t + 10).await.expect("clean").expect("due");
+            assert!(outcome.records_removed > 500, "{outcome:?}");
+            assert!(outcome.bytes_after < outcome.bytes_before);
+            let after = contents(&log).await;
+            assert_eq!(after, expected(&before, active, true));
+            assert!(after.values().any(|(k, v)| k == b"key-7" && v.is_none()));
+            assert!(
+                log.clean(t + 20).await.expect("clean").is_none(),
+                "nothing dirty"
+            );
+
+            // Past delete.retention.ms the tombstone goes, and key-7 with it.
+            log.clean(t + 5_000).await.expect("clean").expect("due");
+            let later = contents(&log).await;
+            assert_eq!(later, expected(&before, active, false));
+            assert!(!later.values().any(|(k, _)| k == b"key-7"));
+
+            // A restart reads the compacted log (offset gaps and all).
+            log.close().await.expect("close");
+            drop(log);
+            assert!(dir.join(COMPACTED_MARKER).exists());
+            let log = open(&dir, compacted()).await;
+            assert_eq!(contents(&log).await, later);
+            assert_eq!(log.high_watermark(), Offset(661));
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn a_crash_part_way_through_a_swap_leaves_a_readable_log() {
+        run(|dir| async move {
+            let log = open(&dir, compacted()).await;
+            let t = crate::types::now_ms();
+            for i in 0..300 {
+                let key = format!("key-{}", i % 10);
+                log.append(&keyed(&key, Some("x"), t), t).expect("append");
+            }
+            log.flush().await.expect("flush");
+            let before = contents(&log).await;
+            log.close().await.expect("close");
+            drop(log);
+            // Killed after writing a `.cleaned` file, and after removing a
+            // segment's index files but before the rename.
+            let first = dir.join(segment::file_name(Offset(0), "log"));
+            std::fs::write(dir.join(format!("{}.log.cleaned", "0".repeat(20))), b"junk")
+                .expect("write");
+            std::fs::remove_file(first.with_extension("index")).expect("remove");
+            let log = open(&dir, compacted()).await;
+            assert_eq!(contents(&log).await, before, "the old segments stand");
+            assert!(
+                !dir.join(format!("{}.log.cleaned", "0".repeat(20))).exists(),
+                "the unfinished file is gone"
+            );
+            // Killed after the rename, before the new index files.
+            log.clean(t + 10).await.expect("clean").expect("due");
+            let after = contents(&log).await;
+            log.close().await.expect("close");
+            drop(log);
+            for index in std::fs::read_dir(&dir).expect("list") {
+                let path = index.expect("entry").path();
+                if path
+                    .extension()
+                    .is_some_and(|e| e == "index" || e == "timeindex")
+                {
+                    std::fs::write(&path, b"").expect("truncate");
+                }
+            }
+            let log = open(&dir, compacted()).await;
+            assert_eq!(contents(&log).await, after);
+            log.close().await.expect("close");
+        });
+    }
+}
