@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
 trap stop_broker EXIT
 
-start_broker --default-partitions 4 || exit 1
+start_broker --default-partitions 4 --log-cleaner-backoff-ms 300 || exit 1
 BOOT="127.0.0.1:$BROKER_PORT"
 # Debian's python3-kafka and python3-confluent-kafka live with the system Python.
 DEBIAN_PYTHON=/usr/bin/python3
@@ -213,6 +213,53 @@ assert described()["retention.ms"] == "3600000"
 PY
 }
 
+compacted_topic_with_kafka_python_kcat_and_confluent_kafka() {
+    timeout 120 "$DEBIAN_PYTHON" - "$BOOT" <<'PY'
+import subprocess, sys, time
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+boot = sys.argv[1]
+topic = "kp-compacted"
+KafkaAdminClient(bootstrap_servers=boot).create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+    topic_configs={"cleanup.policy": "compact", "segment.bytes": "16384", "segment.ms": "1000",
+                   "min.cleanable.dirty.ratio": "0.01"})])
+# librdkafka 2.0.2's admin API changes and reads back a config (AlterConfigs
+# replaces the topic's whole set).
+admin = AdminClient({"bootstrap.servers": boot})
+resource = ConfigResource("topic", topic, set_config={
+    "cleanup.policy": "compact", "segment.bytes": "16384", "segment.ms": "1000",
+    "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "1000"})
+for future in admin.alter_configs([resource]).values():
+    future.result(timeout=20)
+described = list(admin.describe_configs([ConfigResource("topic", topic)]).values())[0].result(timeout=20)
+entry = described["delete.retention.ms"]
+assert entry.value == "1000" and entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, (entry.value, entry.source)
+assert described["cleanup.policy"].value == "compact", described["cleanup.policy"].value
+producer = KafkaProducer(bootstrap_servers=boot, acks="all")
+latest = {}
+for i in range(5000):
+    key = b"key-%02d" % (i % 50)
+    metadata = producer.send(topic, key=key, value=b"update-%d" % i).get(timeout=20)
+    latest[key] = (metadata.offset, b"update-%d" % i)
+producer.flush()
+time.sleep(1.2)
+metadata = producer.send(topic, key=b"roll", value=b"closes the segment").get(timeout=20)
+latest[b"roll"] = (metadata.offset, b"closes the segment")
+producer.close()
+want = sorted("%d %s %s" % (offset, key.decode(), value.decode()) for key, (offset, value) in latest.items())
+deadline = time.time() + 60
+while True:
+    out = subprocess.run(["kcat", "-b", boot, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
+                          "-f", "%o %k %s\\n"], capture_output=True, timeout=30).stdout.decode()
+    got = sorted(line for line in out.splitlines() if line)
+    if got == want:
+        break
+    assert time.time() < deadline, "kcat still reads %d records, want %d" % (len(got), len(want))
+    time.sleep(1)
+PY
+}
+
 check kcat-lists-one-broker-per-core kcat_lists_one_broker_per_core
 check kcat-round-trip kcat_round_trip
 check kafka-python-round-trip kafka_python_round_trip
@@ -220,6 +267,7 @@ check confluent-kafka-librdkafka-2.0.2-round-trip confluent_kafka_old_librdkafka
 check kcat-balanced-consumers kcat_balanced_consumers
 check kafka-python-consumer-group kafka_python_consumer_group
 check kafka-python-topic-configs kafka_python_topic_configs
+check compacted-topic-kafka-python-kcat-confluent-kafka compacted_topic_with_kafka_python_kcat_and_confluent_kafka
 check confluent-kafka-librdkafka-2.0.2-consumer-group confluent_kafka_old_librdkafka_consumer_group
 
 echo "clients-compat: $passed passed, $failed failed"
