@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Produce latency while the log cleaner works: the fixed-rate latency
-# workload (perf/workloads/latency-100b-50k.toml) runs twice against one
-# tidelog, each time beside a keyed background load into a second topic:
+# Produce latency while the log cleaner works. One tidelog, one keyed
+# background load (200 B updates over 10,000 keys into 4 partitions with
+# 1 MiB segments, produce only) running the whole time, and the fixed-rate
+# latency workload (perf/workloads/latency-100b-50k.toml) run in
+# alternating phases:
 #
-#   A: the background topic has cleanup.policy=delete (no compaction);
-#   B: the background topic has cleanup.policy=compact, 1 MiB segments and
-#      min.cleanable.dirty.ratio=0.01, so the cleaner rewrites segments
-#      the whole time (log.cleaner.backoff.ms=500).
+#   A: the load's topic has cleanup.policy=delete: the cleaner is idle;
+#   B: the same topic switched live to cleanup.policy=compact with
+#      min.cleanable.dirty.ratio=0.01 and log.cleaner.backoff.ms=500: the
+#      cleaner rewrites segments the whole phase.
 #
-# Same broker, same load, same machine, one after the other: the difference
-# is the cleaner. Prints both tables, the p99 ratio, and how many cleaner
-# passes ran during B.
+# A and B alternate for --rounds rounds, so slow drifts of a shared machine
+# fall on both; the summary gives each phase's figures and the medians.
 #
-#   perf/compaction-latency.sh [--duration SECONDS] [--load-rate MSG_PER_S]
+#   perf/compaction-latency.sh [--rounds N] [--duration SECONDS] [--load-rate MSG_PER_S]
+#                              [--latency-rate MSG_PER_S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
-duration=30
+rounds=3
+duration=20
 load_rate=20000
+latency_rate=50000
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --rounds) rounds=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --load-rate) load_rate=$2; shift 2 ;;
+        --latency-rate) latency_rate=$2; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -30,51 +36,56 @@ start_broker --log-cleaner-backoff-ms 500
 boot="127.0.0.1:$BROKER_PORT"
 out=bench-results/compaction-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
+topic() { "$TIDELOG_BIN" topic --bootstrap-server "$boot" "$@" >/dev/null; }
+topic create --topic load --partitions 4 --config cleanup.policy=delete \
+    --config segment.bytes=1048576 --config min.cleanable.dirty.ratio=0.01
 
-"$TIDELOG_BIN" topic --bootstrap-server "$boot" create --topic load-delete --partitions 4 \
-    --config cleanup.policy=delete --config segment.bytes=1048576 >/dev/null
-"$TIDELOG_BIN" topic --bootstrap-server "$boot" create --topic load-compact --partitions 4 \
-    --config cleanup.policy=compact --config segment.bytes=1048576 \
-    --config min.cleanable.dirty.ratio=0.01 >/dev/null
+# Every phase: a policy switch, 3 s of settling, the workload's warm-up and
+# its measured seconds.
+total=$((rounds * 2 * (duration + 10) + 20))
+"$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name load --out-dir "$out" \
+    --topic load --partitions 4 --producers 1 --consumers 0 \
+    --message-bytes 200 --key-distribution uniform --keys 10000 \
+    --rate "$load_rate" --warmup-seconds 0 --duration-seconds "$total" \
+    >"$out/load.txt" 2>&1 &
+load=$!
+sleep 8
 
-run() {
-    local name=$1 load_topic=$2
-    # The background load: 200 B keyed updates over 10,000 keys, produce only.
-    "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name "load-$name" --out-dir "$out" \
-        --topic "$load_topic" --partitions 4 --producers 1 --consumers 0 \
-        --message-bytes 200 --key-distribution uniform --keys 10000 \
-        --rate "$load_rate" --warmup-seconds 0 \
-        --duration-seconds $((duration + 15)) >"$out/load-$name.txt" 2>&1 &
-    local load=$!
-    # Let the load fill a few segments first.
-    sleep 8
-    "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name "latency-$name" --out-dir "$out" \
-        --workload perf/workloads/latency-100b-50k.toml --duration-seconds "$duration" \
-        | tee "$out/latency-$name.txt"
-    wait "$load"
-}
+phases=()
+for round in $(seq 1 "$rounds"); do
+    for phase in A B; do
+        if [ "$phase" = A ]; then policy=delete; else policy=compact; fi
+        topic alter --topic load --add-config cleanup.policy=$policy
+        sleep 3
+        before=$(grep -c "log compacted" "$BROKER_LOG" || true)
+        echo "== round $round, phase $phase (cleanup.policy=$policy)"
+        "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name "latency-$phase$round" \
+            --out-dir "$out" --workload perf/workloads/latency-100b-50k.toml \
+            --duration-seconds "$duration" --rate "$latency_rate" | tee "$out/latency-$phase$round.txt" | grep -E "^(produce ack|end to end|verification)"
+        after=$(grep -c "log compacted" "$BROKER_LOG" || true)
+        phases+=("$phase$round:$((after - before))")
+    done
+done
+kill "$load" 2>/dev/null || true
+wait "$load" 2>/dev/null || true
 
-echo "== A: background load into a cleanup.policy=delete topic"
-before_a=$(grep -c "log compacted" "$BROKER_LOG" || true)
-run delete load-delete
-after_a=$(grep -c "log compacted" "$BROKER_LOG" || true)
-echo "== B: the same load into a cleanup.policy=compact topic (the cleaner runs)"
-run compact load-compact
-after_b=$(grep -c "log compacted" "$BROKER_LOG" || true)
-
-python3 - "$out" $((after_a - before_a)) $((after_b - after_a)) <<'PY'
-import glob, json, sys
-out, passes_a, passes_b = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def result(name):
-    return json.load(open(sorted(glob.glob(f"{out}/latency-{name}-*.json"))[-1]))
-a, b = result("delete"), result("compact")
-print(f"cleaner passes: A {passes_a}, B {passes_b}")
-print(f"{'produce ack latency':<22}{'A (no compaction)':>20}{'B (compacting)':>18}{'B/A':>8}")
-for key, label in [("p50_us", "p50"), ("p99_us", "p99"), ("p99_9_us", "p99.9"), ("max_us", "max")]:
-    x, y = a["produce_ack_latency"][key], b["produce_ack_latency"][key]
-    print(f"{label:<22}{x / 1000:>17.2f} ms{y / 1000:>15.2f} ms{y / x if x else 0:>8.2f}")
-for key, label in [("p99_us", "end-to-end p99")]:
-    x, y = a["end_to_end_latency"][key], b["end_to_end_latency"][key]
-    print(f"{label:<22}{x / 1000:>17.2f} ms{y / 1000:>15.2f} ms{y / x if x else 0:>8.2f}")
+python3 - "$out" "${phases[@]}" <<'PY'
+import glob, json, statistics, sys
+out, phases = sys.argv[1], sys.argv[2:]
+rows = {"A": [], "B": []}
+print(f"{'phase':<7}{'cleaner passes':>15}{'p50':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'e2e p99':>9}  (produce ack, ms)")
+for entry in phases:
+    name, passes = entry.split(":")
+    result = json.load(open(sorted(glob.glob(f"{out}/latency-{name}-*.json"))[-1]))
+    ack, e2e = result["produce_ack_latency"], result["end_to_end_latency"]
+    row = [ack["p50_us"], ack["p99_us"], ack["p99_9_us"], ack["max_us"], e2e["p99_us"]]
+    rows[name[0]].append(row)
+    print(f"{name:<7}{passes:>15}" + "".join(f"{v / 1000:>9.2f}" for v in row))
+for phase in "AB":
+    medians = [statistics.median(column) for column in zip(*rows[phase])]
+    print(f"{phase + ' med':<7}{'':>15}" + "".join(f"{v / 1000:>9.2f}" for v in medians))
+a = [statistics.median(c) for c in zip(*rows["A"])]
+b = [statistics.median(c) for c in zip(*rows["B"])]
+print(f"{'B/A':<7}{'':>15}" + "".join(f"{y / x if x else 0:>9.2f}" for x, y in zip(a, b)))
 PY
 echo "results: $out"

@@ -222,6 +222,8 @@ pub enum Visit {
 struct Window {
     start: u64,
     bytes: Vec<u8>,
+    /// Bytes read at once (more when one batch is larger).
+    read_ahead: usize,
 }
 
 impl Window {
@@ -240,7 +242,7 @@ impl Window {
         if !have {
             let ahead = usize::try_from(end - position)
                 .unwrap_or(usize::MAX)
-                .min(SCAN_CHUNK_BYTES);
+                .min(self.read_ahead);
             let read = file
                 .read_at(position, ahead.max(len))
                 .await
@@ -267,11 +269,26 @@ pub async fn scan(
     start: u64,
     end: u64,
     check_crc: bool,
+    visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Visit,
+) -> Result<(u64, ScanEnd), StorageError> {
+    scan_reading(file, path, start, end, check_crc, SCAN_CHUNK_BYTES, visit).await
+}
+
+/// [`scan`], reading `read_ahead` bytes at a time: for a visitor that stops
+/// after a few batches and scans on later, so nothing is read twice.
+pub async fn scan_reading(
+    file: &DmaFile,
+    path: &Path,
+    start: u64,
+    end: u64,
+    check_crc: bool,
+    read_ahead: usize,
     mut visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Visit,
 ) -> Result<(u64, ScanEnd), StorageError> {
     let mut window = Window {
         start,
         bytes: Vec::new(),
+        read_ahead,
     };
     let mut position = start;
     loop {

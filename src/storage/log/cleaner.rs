@@ -15,10 +15,11 @@
 //!   change: a filtered batch keeps its header (see [`super::super::compact`]).
 //! - Crash-safe swap, one segment at a time: the new contents are written
 //!   to `<base>.log.cleaned` and synced; then the segment's index files are
-//!   removed, the `.cleaned` file is renamed over the `.log`, and the
-//!   directory is synced; then the new index files are written. A kill at
-//!   any point leaves the old segment or the new one (recovery removes a
-//!   stray `.cleaned` file and rebuilds missing index files). A
+//!   removed and the `.cleaned` file is renamed over the `.log`. At the end
+//!   of the pass the directory is synced once and the new index files are
+//!   written. A kill at any point leaves the old segment or the new one,
+//!   both valid (recovery removes a stray `.cleaned` file and rebuilds
+//!   missing index files). A
 //!   `compacted` marker in the log directory, written before the first
 //!   swap, tells recovery that the log has offset gaps on purpose.
 
@@ -32,8 +33,12 @@ use crate::storage::segment::ScanEnd;
 pub const CLEANED_SUFFIX: &str = "cleaned";
 /// Present in a log directory once the cleaner has rewritten a segment.
 pub const COMPACTED_MARKER: &str = "compacted";
-/// Output bytes gathered before they are written out.
-const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes of batches handled in one step, between two yields to produce
+/// and fetch (and, for a rewrite, gathered before they are written).
+const STEP_BYTES: usize = 64 * 1024;
+/// After a step the cleaner rests this many times as long as the step
+/// took: it uses at most a fifth of its shard's time.
+const REST_PER_STEP: u32 = 4;
 
 /// What one cleaning did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,6 +139,10 @@ impl PartitionLog {
                 None => outcome.bytes_after += segment.size,
             }
         }
+        if outcome.segments_rewritten > 0 {
+            sync_dir(&self.dir).await?;
+            self.write_closed_indexes().await?;
+        }
         outcome.records_removed = retain.removed;
         self.cleaned_to.set(cleaned_to);
         self.tombstone_deadline.set(retain.next_deadline);
@@ -178,14 +187,16 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         let mut failed = None;
         let mut position = 0;
+        let mut step = std::time::Instant::now();
         loop {
             let mut scanned = 0usize;
-            let (stopped_at, end) = segment::scan(
+            let (stopped_at, end) = segment::scan_reading(
                 &segment.file,
                 &segment.path,
                 position,
                 segment.size,
                 false,
+                STEP_BYTES,
                 |_, header, bytes| {
                     scanned += bytes.len();
                     if !compact::is_control(header) {
@@ -204,7 +215,7 @@ impl PartitionLog {
                             return Visit::Stop;
                         }
                     }
-                    if scanned >= WRITE_CHUNK_BYTES {
+                    if scanned >= STEP_BYTES {
                         Visit::Stop
                     } else {
                         Visit::Continue
@@ -219,8 +230,8 @@ impl PartitionLog {
                 return Ok(());
             }
             position = stopped_at;
-            // Produce and fetch go first.
-            glommio::yield_if_needed().await;
+            step_aside(step).await;
+            step = std::time::Instant::now();
         }
     }
 
@@ -244,13 +255,15 @@ impl PartitionLog {
         let mut writer = ChunkWriter::default();
         let mut failed = None;
         let mut position = 0;
+        let mut step = std::time::Instant::now();
         loop {
-            let (stopped_at, end) = segment::scan(
+            let (stopped_at, end) = segment::scan_reading(
                 &segment.file,
                 &segment.path,
                 position,
                 segment.size,
                 false,
+                STEP_BYTES,
                 |_, header, bytes| {
                     let kept = if compact::is_control(header) {
                         Ok(Filtered::Unchanged)
@@ -266,7 +279,7 @@ impl PartitionLog {
                         Ok(Filtered::Empty) => {}
                         Err(error) => failed = Some(error),
                     }
-                    if failed.is_some() || writer.pending.len() >= WRITE_CHUNK_BYTES {
+                    if failed.is_some() || writer.pending.len() >= STEP_BYTES {
                         Visit::Stop
                     } else {
                         Visit::Continue
@@ -284,7 +297,8 @@ impl PartitionLog {
                 break;
             }
             position = stopped_at;
-            glommio::yield_if_needed().await;
+            step_aside(step).await;
+            step = std::time::Instant::now();
         }
         let size = writer.finish(&file, &cleaned_path).await?;
         file.fdatasync()
@@ -372,7 +386,6 @@ impl PartitionLog {
         }
         let index_paths = [rebuilt.index_path(), rebuilt.time_index_path()];
         let log_path = old.path.clone();
-        let dir = self.dir.clone();
         glommio::executor()
             .spawn_blocking(move || -> Result<(), StorageError> {
                 for path in &index_paths {
@@ -382,11 +395,11 @@ impl PartitionLog {
                         Err(e) => return Err(StorageError::io("removing", path)(e)),
                     }
                 }
+                // The new contents are synced: the rename may be lost in a
+                // crash (the old segment stays, just as valid), never torn.
+                // The directory is synced once per pass.
                 std::fs::rename(&cleaned_path, &log_path)
-                    .map_err(StorageError::io("renaming", &log_path))?;
-                std::fs::File::open(&dir)
-                    .and_then(|directory| directory.sync_all())
-                    .map_err(StorageError::io("syncing directory", &dir))
+                    .map_err(StorageError::io("renaming", &log_path))
             })
             .await?;
         let file = OpenOptions::new()
@@ -402,8 +415,9 @@ impl PartitionLog {
             // Cached batches of the old segment are not served again.
             self.evict_tail_below(&mut state, old.next_offset);
         }
-        // Reads in flight keep the old file open through their own handle.
-        self.write_closed_indexes().await
+        // Reads in flight keep the old file open through their own handle;
+        // the new index files are written at the end of the pass.
+        Ok(())
     }
 }
 
@@ -461,6 +475,17 @@ impl ChunkWriter {
             .map_err(StorageError::glommio("truncating", path))?;
         Ok(size)
     }
+}
+
+/// Rests after a step that began at `started`, so the cleaner's share of
+/// the shard stays small, and lets every other task queue (produce, fetch)
+/// run first: the shard's queues switch only every 100 ms otherwise.
+async fn step_aside(started: std::time::Instant) {
+    let rest = started.elapsed() * REST_PER_STEP;
+    if rest >= std::time::Duration::from_micros(50) {
+        glommio::timer::sleep(rest).await;
+    }
+    glommio::executor().yield_task_queue_now().await;
 }
 
 fn remove_quietly(path: &Path) {
