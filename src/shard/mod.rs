@@ -519,11 +519,13 @@ impl Shard {
         self.connections.get()
     }
 
-    /// Applies retention to every log of this shard (the consumer offsets
-    /// compact themselves instead).
-    pub async fn enforce_retention(&self) {
-        let logs: Vec<(String, Rc<PartitionLog>)> = self
-            .logs
+    /// This shard's logs of user topics (not the consumer offsets, which
+    /// compact themselves) that `wanted` picks, with their topic names.
+    fn topic_logs(
+        &self,
+        wanted: impl Fn(&PartitionLog) -> bool,
+    ) -> Vec<(String, Rc<PartitionLog>)> {
+        self.logs
             .borrow()
             .iter()
             .filter(|(topic, _)| topic.as_str() != OFFSETS_TOPIC)
@@ -531,9 +533,17 @@ impl Shard {
                 partitions
                     .iter()
                     .flatten()
-                    .map(move |log| (topic.clone(), log.clone()))
+                    .filter(|log| wanted(log))
+                    .map(|log| (topic.clone(), log.clone()))
+                    .collect::<Vec<_>>()
             })
-            .collect();
+            .collect()
+    }
+
+    /// Applies retention to every log of this shard (the consumer offsets
+    /// compact themselves instead).
+    pub async fn enforce_retention(&self) {
+        let logs = self.topic_logs(|_| true);
         let now = crate::types::now_ms();
         for (topic, log) in logs {
             match log.enforce_retention(now).await {
@@ -553,19 +563,7 @@ impl Shard {
     /// The log cleaner: compacts this shard's logs whose cleanup.policy
     /// has `compact` and that are due, one at a time.
     pub async fn clean_logs(&self) {
-        let logs: Vec<(String, Rc<PartitionLog>)> = self
-            .logs
-            .borrow()
-            .iter()
-            .filter(|(topic, _)| topic.as_str() != OFFSETS_TOPIC)
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .iter()
-                    .flatten()
-                    .filter(|log| log.config().cleanup_compact)
-                    .map(move |log| (topic.clone(), log.clone()))
-            })
-            .collect();
+        let logs = self.topic_logs(|log| log.config().cleanup_compact);
         for (topic, log) in logs {
             if self.is_shutting_down() {
                 return;

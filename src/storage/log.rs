@@ -218,6 +218,18 @@ impl Drop for FlushInFlight<'_> {
     }
 }
 
+/// Waits for `turn` (a semaphore of one that is never closed, so the
+/// error cannot happen; it is still reported, not unwrapped).
+async fn take_turn<'a>(
+    turn: &'a glommio::sync::Semaphore,
+    waiting_for: &'static str,
+    dir: &Path,
+) -> Result<glommio::sync::Permit<'a>, StorageError> {
+    turn.acquire_permit(1)
+        .await
+        .map_err(StorageError::glommio(waiting_for, dir))
+}
+
 /// A closed segment's index files, encoded and ready to write.
 struct IndexFiles {
     base_offset: Offset,
@@ -415,14 +427,7 @@ impl PartitionLog {
             if !evictable {
                 break;
             }
-            if let Some(batch) = state.tail.pop_front() {
-                let used = self
-                    .cache
-                    .used_bytes
-                    .get()
-                    .saturating_sub(batch.bytes.len());
-                self.cache.used_bytes.set(used);
-            }
+            self.drop_oldest_cached(state);
         }
     }
 
@@ -497,14 +502,7 @@ impl PartitionLog {
         let _in_flight = FlushInFlight(&self.flushing);
         // A timed sync may be running: the flush starts when it ends. The
         // semaphore is never closed, so acquiring cannot fail.
-        let _turn = self
-            .io_turn
-            .acquire_permit(1)
-            .await
-            .map_err(StorageError::glommio(
-                "waiting for the timed sync of",
-                &self.dir,
-            ))?;
+        let _turn = take_turn(&self.io_turn, "waiting for the timed sync of", &self.dir).await?;
         self.flush_staged().await
     }
 
@@ -909,14 +907,12 @@ impl PartitionLog {
     /// hole, and recovery rebuilds any index it lacks.
     pub async fn delete_segments_before(&self, offset: Offset) -> Result<usize, StorageError> {
         // Not while the cleaner swaps a segment in.
-        let _turn = self
-            .segments_turn
-            .acquire_permit(1)
-            .await
-            .map_err(StorageError::glommio(
-                "waiting to delete segments of",
-                &self.dir,
-            ))?;
+        let _turn = take_turn(
+            &self.segments_turn,
+            "waiting to delete segments of",
+            &self.dir,
+        )
+        .await?;
         let doomed: Vec<Segment> = {
             let mut state = self.state.borrow_mut();
             let mut doomed = Vec::new();
@@ -978,14 +974,19 @@ impl PartitionLog {
             .front()
             .is_some_and(|batch| batch.last_offset < offset)
         {
-            if let Some(batch) = state.tail.pop_front() {
-                let used = self
-                    .cache
-                    .used_bytes
-                    .get()
-                    .saturating_sub(batch.bytes.len());
-                self.cache.used_bytes.set(used);
-            }
+            self.drop_oldest_cached(state);
+        }
+    }
+
+    /// Drops the oldest cached batch and gives its bytes back to the budget.
+    fn drop_oldest_cached(&self, state: &mut LogState) {
+        if let Some(batch) = state.tail.pop_front() {
+            let used = self
+                .cache
+                .used_bytes
+                .get()
+                .saturating_sub(batch.bytes.len());
+            self.cache.used_bytes.set(used);
         }
     }
 
@@ -1009,14 +1010,7 @@ impl PartitionLog {
         }
         // A relaxed policy's written bytes are synced before the log closes,
         // after any timed sync still running.
-        let turn = self
-            .io_turn
-            .acquire_permit(1)
-            .await
-            .map_err(StorageError::glommio(
-                "waiting for the timed sync of",
-                &self.dir,
-            ))?;
+        let turn = take_turn(&self.io_turn, "waiting for the timed sync of", &self.dir).await?;
         self.sync_remembered(self.unsynced_records.get()).await?;
         drop(turn);
         let active = {

@@ -368,14 +368,12 @@ impl PartitionLog {
         mut rebuilt: Segment,
         cleaned_path: PathBuf,
     ) -> Result<(), StorageError> {
-        let _turn = self
-            .segments_turn
-            .acquire_permit(1)
-            .await
-            .map_err(StorageError::glommio(
-                "waiting to swap a segment of",
-                &self.dir,
-            ))?;
+        let _turn = take_turn(
+            &self.segments_turn,
+            "waiting to swap a segment of",
+            &self.dir,
+        )
+        .await?;
         if !self.state.borrow().segments.contains_key(&old.base_offset) {
             remove_quietly(&cleaned_path);
             return Ok(());
