@@ -317,11 +317,12 @@ impl PartitionLog {
     }
 
     /// Whether cleaning `segment` removes anything (read only; `retain`'s
-    /// counts are left as they were).
+    /// counts are left as they were). A segment left alone still holds
+    /// its tombstones, so their deadline joins `retain`'s.
     async fn segment_changes(
         &self,
         segment: &Cleanable,
-        retain: &Retain<'_>,
+        retain: &mut Retain<'_>,
     ) -> Result<bool, StorageError> {
         let mut probe = Retain {
             latest: retain.latest,
@@ -357,7 +358,13 @@ impl PartitionLog {
         if let Some(error) = failed {
             return Err(error);
         }
-        Ok(probe.removed > 0)
+        if probe.removed > 0 {
+            return Ok(true);
+        }
+        if let Some(deadline) = probe.next_deadline {
+            retain.next_deadline = Some(retain.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        Ok(false)
     }
 
     /// Puts the rewritten segment in place of the old one, on disk and in
@@ -626,6 +633,41 @@ mod tests {
             let log = open(&dir, compacted()).await;
             assert_eq!(contents(&log).await, later);
             assert_eq!(log.high_watermark(), Offset(661));
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn a_tombstone_in_a_segment_left_alone_still_goes_after_its_delay() {
+        run(|dir| async move {
+            let log = open(&dir, compacted()).await;
+            let t = crate::types::now_ms();
+            // Every key once: a pass removes nothing and rewrites nothing.
+            for i in 0..40 {
+                log.append(&keyed(&format!("key-{i}"), Some("only"), t), t)
+                    .expect("append");
+            }
+            log.append(&keyed("never-set", None, t), t).expect("append");
+            for i in 40..80 {
+                log.append(&keyed(&format!("key-{i}"), Some("only"), t), t)
+                    .expect("append");
+            }
+            log.flush().await.expect("flush");
+            let before = contents(&log).await;
+            let active = active_base(&log);
+            assert!(active > 41, "the tombstone's segment is closed");
+
+            let first = log.clean(t + 10).await.expect("clean").expect("due");
+            assert_eq!(first.segments_rewritten, 0, "{first:?}");
+            assert_eq!(contents(&log).await, before);
+            assert!(log.clean(t + 20).await.expect("clean").is_none());
+
+            let later = log.clean(t + 5_000).await.expect("clean");
+            let later = later.expect("the tombstone's delay passed: due");
+            assert_eq!(later.records_removed, 1, "{later:?}");
+            let after = contents(&log).await;
+            assert_eq!(after, expected(&before, active, false));
+            assert!(!after.values().any(|(k, _)| k == b"never-set"));
             log.close().await.expect("close");
         });
     }
