@@ -132,18 +132,36 @@ fn stream_records(
     })
 }
 
-/// Waits (bounded) until at least `count` acknowledgements arrived.
-fn wait_for_acks(broker: &Broker, recorder: &Recorder, count: usize) {
+/// Waits (bounded) until at least `count` acknowledgements arrived and,
+/// when `in_flight` is given, at least that many queued records are not
+/// yet answered (on a loaded machine the producer thread can fall idle
+/// long enough for the broker to answer everything it queued).
+fn wait_for_acks(
+    broker: &Broker,
+    recorder: &Recorder,
+    count: usize,
+    in_flight: Option<(&AtomicU64, u64)>,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while recorder.0.acked.lock().expect("lock").len() < count {
+    let ready = || {
+        let acked = recorder.0.acked.lock().expect("lock").len();
+        let answered = acked as u64 + recorder.0.failed.load(Ordering::Relaxed);
+        acked >= count
+            && in_flight.is_none_or(|(queued, at_least)| {
+                queued.load(Ordering::Relaxed).saturating_sub(answered) >= at_least
+            })
+    };
+    while !ready() {
         assert!(
             Instant::now() < deadline,
-            "only {} records acknowledged in 60 s (failed: {}):\n{}",
+            "after 60 s: {} of {count} records acknowledged, failed {}, queued {:?} \
+             (wanted {in_flight:?} unanswered):\n{}",
             recorder.0.acked.lock().expect("lock").len(),
             recorder.0.failed.load(Ordering::Relaxed),
+            in_flight.map(|(queued, _)| queued.load(Ordering::Relaxed)),
             broker.logs()
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -275,7 +293,7 @@ fn sigkill_while_producing(extra_args: &[&str]) -> Broker {
         stop.clone(),
         queued.clone(),
     );
-    wait_for_acks(&broker, &recorder, 30_000);
+    wait_for_acks(&broker, &recorder, 30_000, Some((&queued, 2_000)));
     broker.sigkill();
     let queued_at_kill = queued.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -342,7 +360,7 @@ fn sigterm_while_producing_exits_zero_and_keeps_every_acknowledged_record() {
     let stop = Arc::new(AtomicBool::new(false));
     let queued = Arc::new(AtomicU64::new(0));
     let writer = stream_records(&broker, recorder.clone(), "1", stop.clone(), queued.clone());
-    wait_for_acks(&broker, &recorder, 10_000);
+    wait_for_acks(&broker, &recorder, 10_000, None);
     let stopping = Instant::now();
     let status = broker.sigterm_and_wait();
     eprintln!("stopped in {:?} under load", stopping.elapsed());
