@@ -123,9 +123,46 @@ async fn read_frame(
         Err(e) => return Err(e.into()),
     }
     let size = codec::check_frame_size(i32::from_be_bytes(size), max)?;
-    let mut frame = BytesMut::zeroed(size);
-    stream.read_exact(&mut frame).await?;
-    Ok(Some(frame))
+    Ok(Some(read_body(stream, size).await?))
+}
+
+/// Reads exactly `size` bytes straight into a new buffer's spare capacity,
+/// so the bytes of a produced batch are not zeroed before the socket
+/// overwrites them (that memset was 6.7% of the broker's CPU at max
+/// produce rate, perf/RESULTS.md).
+async fn read_body(stream: &mut TcpStream, size: usize) -> std::io::Result<BytesMut> {
+    let mut body = BytesMut::with_capacity(size);
+    let fd = stream.as_raw_fd();
+    while body.len() < size {
+        let wanted = size - body.len();
+        let spare = &mut body.spare_capacity_mut()[..wanted];
+        // SAFETY: `spare` is memory this buffer owns, `wanted` bytes long;
+        // recv writes at most that many bytes into it and reads none.
+        let received =
+            unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), wanted, libc::MSG_DONTWAIT) };
+        match usize::try_from(received) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(received) => {
+                // SAFETY: recv initialised `received` (at most `wanted`)
+                // bytes right after the buffer's length.
+                unsafe { body.set_len(body.len() + received) };
+            }
+            Err(_) => {
+                let error = std::io::Error::last_os_error();
+                match error.kind() {
+                    std::io::ErrorKind::WouldBlock => {
+                        // Nothing there yet: wait on the ring until there is.
+                        if stream.peek(&mut [0u8; 1]).await? == 0 {
+                            return Err(std::io::ErrorKind::UnexpectedEof.into());
+                        }
+                    }
+                    std::io::ErrorKind::Interrupted => {}
+                    _ => return Err(error),
+                }
+            }
+        }
+    }
+    Ok(body)
 }
 
 /// Below this size a multi-slice frame is gathered into one buffer: one
