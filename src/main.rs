@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 
 use tidelog::config::{
-    BrokerConfig, CLEANER_BACKOFF_MS_DEFAULT, RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+    BrokerConfig, CLEANER_BACKOFF_MS_DEFAULT, CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT,
+    CLEANER_DEDUPE_BUFFER_BYTES_MIN, RETENTION_CHECK_INTERVAL_MS_DEFAULT,
     SOCKET_REQUEST_MAX_BYTES_DEFAULT, TAIL_CACHE_BYTES_PER_SHARD_DEFAULT,
 };
 use tidelog::group::GroupConfig;
@@ -118,6 +119,9 @@ struct ServeArgs {
     /// How often each shard's log cleaner looks for logs to compact (Kafka's log.cleaner.backoff.ms).
     #[arg(long, default_value_t = CLEANER_BACKOFF_MS_DEFAULT)]
     log_cleaner_backoff_ms: u64,
+    /// Memory for the log cleaners' key maps, split between the shards; a log with more distinct keys is compacted over several passes (Kafka's log.cleaner.dedupe.buffer.size).
+    #[arg(long, default_value_t = CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT)]
+    log_cleaner_dedupe_buffer_size: u64,
     /// Default cleanup.policy: delete, compact, or compact,delete (Kafka's log.cleanup.policy).
     #[arg(long, default_value = "delete")]
     log_cleanup_policy: String,
@@ -167,9 +171,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journal gets plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours)
         .init();
     let result = broker_config(args).and_then(server::run);
     match result {
@@ -260,6 +267,11 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
             "--log-cleaner-backoff-ms must be at least 1".into(),
         ));
     }
+    if args.log_cleaner_dedupe_buffer_size < CLEANER_DEDUPE_BUFFER_BYTES_MIN {
+        return Err(invalid(format!(
+            "--log-cleaner-dedupe-buffer-size must be at least {CLEANER_DEDUPE_BUFFER_BYTES_MIN}"
+        )));
+    }
     let broker_topic_defaults = [
         (
             topic_config::CLEANUP_POLICY,
@@ -322,6 +334,7 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         tail_cache_bytes_per_shard: args.tail_cache_bytes,
         retention_check_interval_ms: args.log_retention_check_interval_ms,
         cleaner_backoff_ms: args.log_cleaner_backoff_ms,
+        cleaner_dedupe_buffer_bytes: args.log_cleaner_dedupe_buffer_size,
         log,
         group: GroupConfig {
             offsets_partitions: args.offsets_topic_num_partitions,
