@@ -27,6 +27,11 @@ pub const RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// Kafka's `log.cleaner.backoff.ms` default: the cleaner looks for
 /// compactable logs every 15 seconds.
 pub const CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
+/// Kafka's `log.cleaner.dedupe.buffer.size` default: 128 MiB for the
+/// cleaners' key maps, split evenly between the shards.
+pub const CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT: u64 = 128 * 1024 * 1024;
+/// The smallest `log.cleaner.dedupe.buffer.size` accepted.
+pub const CLEANER_DEDUPE_BUFFER_BYTES_MIN: u64 = 1024 * 1024;
 /// The most partitions one topic may have (a bound on metadata size).
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 
@@ -58,6 +63,9 @@ pub struct BrokerConfig {
     /// How often each shard's cleaner looks for logs to compact (Kafka's
     /// `log.cleaner.backoff.ms`).
     pub cleaner_backoff_ms: u64,
+    /// Memory for the cleaners' key maps, all shards together (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`).
+    pub cleaner_dedupe_buffer_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -162,6 +170,11 @@ const FILE_KEYS: &[(&str, &str, i64)] = &[
         1,
     ),
     ("log.cleaner.backoff.ms", "--log-cleaner-backoff-ms", 1),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        "--log-cleaner-dedupe-buffer-size",
+        1,
+    ),
     ("log.cleanup.policy", "--log-cleanup-policy", 1),
     (
         "log.cleaner.min.cleanable.ratio",

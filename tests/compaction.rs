@@ -251,3 +251,60 @@ fn sigkill_while_the_cleaner_works_leaves_an_intact_log() {
         },
     );
 }
+
+/// More keys than the cleaner's map may hold (1 MiB of
+/// `log.cleaner.dedupe.buffer.size` over 2 shards: 14,336 keys a pass):
+/// the log is compacted over several passes and ends the same.
+#[test]
+fn more_keys_than_the_cleaner_map_holds_compact_over_several_passes() {
+    let broker = Broker::start(&[
+        "--log-cleaner-backoff-ms",
+        "200",
+        "--log-cleaner-dedupe-buffer-size",
+        "1048576",
+    ]);
+    let topic = "many-keys";
+    compacted_topic(
+        &broker,
+        topic,
+        &[("segment.bytes", "262144"), ("segment.ms", "1500")],
+    );
+    let producer = broker.producer(&[("linger.ms", "5")]);
+    let mut produced = Log::new();
+    for round in 0..2 {
+        let updates: Vec<(String, String)> = (0..40_000)
+            .map(|k| (format!("key-{k:05}"), format!("round-{round}")))
+            .collect();
+        produce_updates(&producer, topic, &mut produced, updates);
+    }
+    std::thread::sleep(Duration::from_millis(1_600));
+    produce_updates(
+        &producer,
+        topic,
+        &mut produced,
+        vec![("roll".to_string(), "closes the segment".to_string())],
+    );
+    let expected = latest_per_key(&produced, false);
+    assert_eq!(expected.len(), 40_001);
+    wait_for(
+        "compacted over several passes",
+        &broker,
+        Duration::from_secs(90),
+        || {
+            let read = read_back(&broker, topic);
+            assert_intact(&read, &produced);
+            read == expected
+        },
+    );
+    let passes: Vec<usize> = broker
+        .logs()
+        .lines()
+        .filter(|line| line.contains("log compacted") && line.contains(topic))
+        .filter_map(|line| line.split("keys=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(passes.len() >= 3, "passes: {passes:?}\n{}", broker.logs());
+    assert!(
+        passes.iter().all(|keys| *keys <= 14_336),
+        "passes: {passes:?}"
+    );
+}

@@ -20,6 +20,7 @@ use crate::config::{BrokerConfig, MAX_PARTITIONS_PER_TOPIC};
 use crate::group::{Coordinator, OFFSETS_TOPIC};
 use crate::metadata::topic_config;
 use crate::metadata::{ClusterView, MetadataLog, MetadataRecord, placement};
+use crate::storage::log::OffsetMap;
 use crate::storage::{CacheBudget, PartitionLog, StorageError};
 use crate::types::ShardId;
 use commit::GroupCommit;
@@ -564,11 +565,18 @@ impl Shard {
     /// has `compact` and that are due, one at a time.
     pub async fn clean_logs(&self) {
         let logs = self.topic_logs(|log| log.config().cleanup_compact);
+        if logs.is_empty() {
+            return;
+        }
+        // This shard's part of log.cleaner.dedupe.buffer.size, allocated as
+        // the map fills and freed when this round is over.
+        let shards = u64::try_from(self.shard_count()).unwrap_or(1).max(1);
+        let mut map = OffsetMap::within(self.config.cleaner_dedupe_buffer_bytes / shards);
         for (topic, log) in logs {
             if self.is_shutting_down() {
                 return;
             }
-            match log.clean(crate::types::now_ms()).await {
+            match log.clean(crate::types::now_ms(), &mut map).await {
                 Ok(None) => {}
                 Ok(Some(outcome)) => info!(
                     %topic,

@@ -7,10 +7,14 @@
 //! - It runs when the dirty share (bytes from the first offset not yet
 //!   cleaned) reaches `min.cleanable.dirty.ratio`, or when a kept
 //!   tombstone's `delete.retention.ms` has passed.
-//! - A map of every key to its latest offset is built over the cleanable
-//!   segments; then each segment is rewritten keeping a record only when
-//!   it is its key's latest (records without a key go, as in Kafka), and a
-//!   tombstone only until `delete.retention.ms` after its timestamp.
+//! - A map of each key's digest to its latest offset is built over the
+//!   dirty segments (from the first offset not yet cleaned), whole batches
+//!   at a time, until it holds as many keys as `log.cleaner.dedupe.buffer.size`
+//!   allows; the pass then covers the log up to the last batch mapped, and
+//!   the rest waits for the next pass. Each segment of that range is
+//!   rewritten keeping a record unless the map holds a later offset for
+//!   its key (records without a key go, as in Kafka), and a tombstone only
+//!   until `delete.retention.ms` after its timestamp.
 //!   Control batches (transaction markers) stay as they are. Offsets never
 //!   change: a filtered batch keeps its header (see [`super::super::compact`]).
 //! - Crash-safe swap, one segment at a time: the new contents are written
@@ -59,9 +63,77 @@ struct Cleanable {
     next_offset: Offset,
 }
 
+/// Memory one key of the map takes: its 16-byte digest and its offset
+/// (Kafka counts 24 too), plus the hash table's control byte.
+const MAP_BYTES_PER_KEY: u64 = 25;
+
+/// The cleaner's key map: a 128-bit digest of each key (Kafka keeps an
+/// MD5) to the latest offset seen, holding at most `capacity` keys.
+pub struct OffsetMap {
+    offsets: HashMap<u128, i64>,
+    capacity: usize,
+}
+
+impl OffsetMap {
+    /// A map that never takes more than `bytes` of memory: the hash
+    /// table's slots are a power of two, filled to at most 7/8.
+    pub fn within(bytes: u64) -> Self {
+        let slots = (bytes / MAP_BYTES_PER_KEY).max(16);
+        let slots = 1u64 << (63 - slots.leading_zeros());
+        let capacity = usize::try_from(slots / 8 * 7).unwrap_or(usize::MAX);
+        Self::with_capacity(capacity)
+    }
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            offsets: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn digest(key: &[u8]) -> u128 {
+        use std::hash::{DefaultHasher, Hasher};
+        let mut high = DefaultHasher::new();
+        high.write(key);
+        let mut low = DefaultHasher::new();
+        low.write_u8(0x5a);
+        low.write(key);
+        (u128::from(high.finish()) << 64) | u128::from(low.finish())
+    }
+
+    fn put(&mut self, key: &[u8], offset: i64) {
+        self.offsets.insert(Self::digest(key), offset);
+    }
+
+    fn get(&self, key: &[u8]) -> Option<i64> {
+        self.offsets.get(&Self::digest(key)).copied()
+    }
+
+    /// Whether `records` more keys surely fit.
+    fn has_room_for(&self, records: usize) -> bool {
+        self.offsets.len().saturating_add(records) <= self.capacity
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn clear(&mut self) {
+        self.offsets.clear();
+    }
+}
+
+/// How far a pass's map reached.
+enum Mapped {
+    /// Every batch of the segment.
+    Whole,
+    /// The map filled: batches from this offset on were left out.
+    FullAt(i64),
+}
+
 /// The cleaner's decision for each record.
 struct Retain<'a> {
-    latest: &'a HashMap<Vec<u8>, i64>,
+    latest: &'a OffsetMap,
     /// Tombstones with a timestamp before this go.
     tombstone_horizon: i64,
     delete_retention_ms: i64,
@@ -72,9 +144,13 @@ struct Retain<'a> {
 
 impl Retain<'_> {
     fn keep(&mut self, record: &RecordView<'_>) -> bool {
-        let latest = record
-            .key
-            .is_some_and(|key| self.latest.get(key) == Some(&record.offset));
+        // A key the map does not hold has no later record in this pass's
+        // range (the map covers all of its dirty part).
+        let latest = record.key.is_some_and(|key| {
+            self.latest
+                .get(key)
+                .is_none_or(|latest| record.offset >= latest)
+        });
         let keep = latest && !(record.tombstone && record.timestamp < self.tombstone_horizon);
         if keep && record.tombstone {
             let deadline = record.timestamp.saturating_add(self.delete_retention_ms);
@@ -90,7 +166,11 @@ impl Retain<'_> {
 impl PartitionLog {
     /// Compacts the log if its policy says so and it is due. `None` when
     /// nothing was due.
-    pub async fn clean(&self, now_ms: i64) -> Result<Option<CleanOutcome>, StorageError> {
+    pub async fn clean(
+        &self,
+        now_ms: i64,
+        map: &mut OffsetMap,
+    ) -> Result<Option<CleanOutcome>, StorageError> {
         let config = self.config.get();
         if !config.cleanup_compact || self.cleaning.replace(true) {
             return Ok(None);
@@ -100,11 +180,11 @@ impl PartitionLog {
         let Some(last) = cleanable.last() else {
             return Ok(None);
         };
-        let cleaned_to = last.next_offset;
         let total: u64 = cleanable.iter().map(|c| c.size).sum();
+        let dirty_from = self.cleaned_to.get();
         let dirty: u64 = cleanable
             .iter()
-            .filter(|c| c.next_offset > self.cleaned_to.get())
+            .filter(|c| c.next_offset > dirty_from)
             .map(|c| c.size)
             .sum();
         let tombstones_due = self.tombstone_deadline.get().is_some_and(|d| now_ms >= d);
@@ -114,23 +194,31 @@ impl PartitionLog {
             return Ok(None);
         }
 
-        let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
-        for segment in &cleanable {
-            self.map_keys(segment, &mut latest).await?;
+        map.clear();
+        let mut cleaned_to = last.next_offset;
+        for segment in cleanable.iter().filter(|c| c.next_offset > dirty_from) {
+            if let Mapped::FullAt(offset) = self.map_keys(segment, dirty_from, map).await? {
+                cleaned_to = Offset(offset);
+                break;
+            }
         }
+        let in_pass: Vec<&Cleanable> = cleanable
+            .iter()
+            .filter(|c| c.base_offset < cleaned_to)
+            .collect();
         let mut retain = Retain {
-            latest: &latest,
+            latest: map,
             tombstone_horizon: now_ms.saturating_sub(config.delete_retention_ms),
             delete_retention_ms: config.delete_retention_ms,
             next_deadline: None,
             removed: 0,
         };
         let mut outcome = CleanOutcome {
-            keys: latest.len(),
-            bytes_before: total,
+            keys: map.len(),
+            bytes_before: in_pass.iter().map(|c| c.size).sum(),
             ..CleanOutcome::default()
         };
-        for segment in &cleanable {
+        for segment in in_pass {
             match self.rewrite_segment(segment, &config, &mut retain).await? {
                 Some(size) => {
                     outcome.segments_rewritten += 1;
@@ -144,8 +232,9 @@ impl PartitionLog {
             self.write_closed_indexes().await?;
         }
         outcome.records_removed = retain.removed;
-        self.cleaned_to.set(cleaned_to);
+        self.cleaned_to.set(cleaned_to.max(dirty_from));
         self.tombstone_deadline.set(retain.next_deadline);
+        map.clear();
         Ok(Some(outcome))
     }
 
@@ -179,13 +268,17 @@ impl PartitionLog {
             .collect()
     }
 
-    /// Adds each key of `segment` with its latest offset to `latest`.
+    /// Puts each key of `segment` from `dirty_from` on with its latest
+    /// offset in `map`, whole batches at a time, while they surely fit (the
+    /// first batch of a pass always goes in, so every pass makes progress).
     async fn map_keys(
         &self,
         segment: &Cleanable,
-        latest: &mut HashMap<Vec<u8>, i64>,
-    ) -> Result<(), StorageError> {
+        dirty_from: Offset,
+        map: &mut OffsetMap,
+    ) -> Result<Mapped, StorageError> {
         let mut failed = None;
+        let mut full_at = None;
         let mut position = 0;
         let mut step = std::time::Instant::now();
         loop {
@@ -199,15 +292,15 @@ impl PartitionLog {
                 STEP_BYTES,
                 |_, header, bytes| {
                     scanned += bytes.len();
-                    if !compact::is_control(header) {
+                    if !compact::is_control(header) && header.last_offset() >= dirty_from.0 {
+                        let records = usize::try_from(header.record_count).unwrap_or(0);
+                        if map.len() > 0 && !map.has_room_for(records) {
+                            full_at = Some(header.base_offset);
+                            return Visit::Stop;
+                        }
                         let mapped = compact::for_each_record(bytes, header, |record| {
                             if let Some(key) = record.key {
-                                match latest.get_mut(key) {
-                                    Some(offset) => *offset = record.offset,
-                                    None => {
-                                        latest.insert(key.to_vec(), record.offset);
-                                    }
-                                }
+                                map.put(key, record.offset);
                             }
                         });
                         if let Err(error) = mapped {
@@ -226,8 +319,11 @@ impl PartitionLog {
             if let Some(error) = failed {
                 return Err(error);
             }
+            if let Some(offset) = full_at {
+                return Ok(Mapped::FullAt(offset));
+            }
             if end != ScanEnd::Stopped {
-                return Ok(());
+                return Ok(Mapped::Whole);
             }
             position = stopped_at;
             step_aside(step).await;
@@ -609,19 +705,29 @@ mod tests {
             let active = active_base(&log);
             assert!(active > 400, "many segments closed");
 
-            let outcome = log.clean(t + 10).await.expect("clean").expect("due");
+            let outcome = log
+                .clean(t + 10, &mut OffsetMap::within(1 << 20))
+                .await
+                .expect("clean")
+                .expect("due");
             assert!(outcome.records_removed > 500, "{outcome:?}");
             assert!(outcome.bytes_after < outcome.bytes_before);
             let after = contents(&log).await;
             assert_eq!(after, expected(&before, active, true));
             assert!(after.values().any(|(k, v)| k == b"key-7" && v.is_none()));
             assert!(
-                log.clean(t + 20).await.expect("clean").is_none(),
+                log.clean(t + 20, &mut OffsetMap::within(1 << 20))
+                    .await
+                    .expect("clean")
+                    .is_none(),
                 "nothing dirty"
             );
 
             // Past delete.retention.ms the tombstone goes, and key-7 with it.
-            log.clean(t + 5_000).await.expect("clean").expect("due");
+            log.clean(t + 5_000, &mut OffsetMap::within(1 << 20))
+                .await
+                .expect("clean")
+                .expect("due");
             let later = contents(&log).await;
             assert_eq!(later, expected(&before, active, false));
             assert!(!later.values().any(|(k, _)| k == b"key-7"));
@@ -635,6 +741,60 @@ mod tests {
             assert_eq!(log.high_watermark(), Offset(661));
             log.close().await.expect("close");
         });
+    }
+
+    #[test]
+    fn a_map_too_small_for_every_key_compacts_over_several_passes() {
+        run(|dir| async move {
+            let log = open(&dir, compacted()).await;
+            let t = crate::types::now_ms();
+            for i in 0..600 {
+                let key = format!("key-{}", i % 40);
+                log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
+                    .expect("append");
+            }
+            log.append(&keyed("key-3", None, t), t).expect("append");
+            for i in 0..40 {
+                log.append(&keyed("tail", Some(&format!("t{i}")), t), t)
+                    .expect("append");
+            }
+            log.flush().await.expect("flush");
+            let before = contents(&log).await;
+            let active = active_base(&log);
+            let mut map = OffsetMap::with_capacity(12);
+            let mut passes = 0;
+            while let Some(outcome) = log.clean(t + 10, &mut map).await.expect("clean") {
+                passes += 1;
+                assert!(outcome.keys <= 12, "{outcome:?}");
+                assert!(passes < 200, "no end to the passes");
+                // Whatever a pass leaves is a log a reader may see.
+                let now = contents(&log).await;
+                for (offset, record) in &now {
+                    assert_eq!(before.get(offset), Some(record));
+                }
+            }
+            assert!(passes > 3, "the map filled, more than one pass: {passes}");
+            assert_eq!(contents(&log).await, expected(&before, active, true));
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn the_map_stays_within_its_memory() {
+        for bytes in [1 << 20, 128 << 20, 1_000_000, 3 << 20] {
+            let map = OffsetMap::within(bytes);
+            let slots = (map.capacity as u64 * 8).div_ceil(7).next_power_of_two();
+            assert!(slots * MAP_BYTES_PER_KEY <= bytes, "{bytes}: {slots} slots");
+            assert!(slots * 2 * MAP_BYTES_PER_KEY > bytes, "{bytes}: half used");
+        }
+        let mut map = OffsetMap::within(1 << 20);
+        for i in 0..map.capacity {
+            map.put(format!("key-{i}").as_bytes(), i as i64);
+        }
+        let capacity = map.offsets.capacity();
+        assert!(capacity >= map.capacity && capacity < map.capacity * 8 / 7 + 2);
+        assert_eq!(map.get(b"key-5"), Some(5));
+        assert_eq!(map.get(b"absent"), None);
     }
 
     #[test]
@@ -657,12 +817,24 @@ mod tests {
             let active = active_base(&log);
             assert!(active > 41, "the tombstone's segment is closed");
 
-            let first = log.clean(t + 10).await.expect("clean").expect("due");
+            let first = log
+                .clean(t + 10, &mut OffsetMap::within(1 << 20))
+                .await
+                .expect("clean")
+                .expect("due");
             assert_eq!(first.segments_rewritten, 0, "{first:?}");
             assert_eq!(contents(&log).await, before);
-            assert!(log.clean(t + 20).await.expect("clean").is_none());
+            assert!(
+                log.clean(t + 20, &mut OffsetMap::within(1 << 20))
+                    .await
+                    .expect("clean")
+                    .is_none()
+            );
 
-            let later = log.clean(t + 5_000).await.expect("clean");
+            let later = log
+                .clean(t + 5_000, &mut OffsetMap::within(1 << 20))
+                .await
+                .expect("clean");
             let later = later.expect("the tombstone's delay passed: due");
             assert_eq!(later.records_removed, 1, "{later:?}");
             let after = contents(&log).await;
@@ -698,7 +870,10 @@ mod tests {
                 "the unfinished file is gone"
             );
             // Killed after the rename, before the new index files.
-            log.clean(t + 10).await.expect("clean").expect("due");
+            log.clean(t + 10, &mut OffsetMap::within(1 << 20))
+                .await
+                .expect("clean")
+                .expect("due");
             let after = contents(&log).await;
             log.close().await.expect("close");
             drop(log);
