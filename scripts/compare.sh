@@ -124,20 +124,26 @@ else
     storage=${TANSU_STORAGE:-}
     if [[ -z $storage ]]; then
         if [[ $features == *libsql* ]]; then
-            storage="sqlite://$run_dir/tansu.db"
+            # Tansu reads a sqlite:// path relative to its working
+            # directory (it is started in $run_dir).
+            storage="sqlite://tansu.db"
         else
             storage="memory://tansu/"
         fi
     fi
     tansu_port=$(free_port 1)
-    "$tansu" broker \
+    (cd "$run_dir" && exec "$tansu" broker \
         --listener-url "tcp://127.0.0.1:$tansu_port" \
         --advertised-listener-url "tcp://127.0.0.1:$tansu_port" \
-        --storage-engine "$storage" \
+        --storage-engine "$storage") \
         >"$results/tansu.log" 2>&1 &
     tansu_pid=$!
     pids+=("$tansu_pid")
-    wait_port "$tansu_port"
+    if ! wait_port "$tansu_port"; then
+        say "Tansu did not start; the end of its log ($results/tansu.log):"
+        tail -5 "$results/tansu.log" >&2
+        exit 1
+    fi
     durability="durable"
     [[ $storage == memory://* ]] && durability="in memory, nothing durable"
     bench tansu "127.0.0.1:$tansu_port" --flush-policy "tansu, storage $storage ($durability)"
