@@ -290,9 +290,13 @@ impl PartitionLog {
             .map(|s| s.next_offset)
             .unwrap_or_default();
         // DeleteRecords may have moved the start inside the first segment.
-        let log_start = read_log_start_checkpoint(&dir)
+        let log_start = read_offset_checkpoint(&dir, LOG_START_CHECKPOINT)
             .await?
             .map_or(first_base, |checkpoint| checkpoint.clamp(first_base, next));
+        // How far the cleaner got; never past what recovery kept.
+        let cleaned_to = read_offset_checkpoint(&dir, cleaner::CLEANER_CHECKPOINT)
+            .await?
+            .map_or(Offset(0), |checkpoint| checkpoint.clamp(Offset(0), next));
         let next_offset = segments
             .values()
             .last()
@@ -313,8 +317,10 @@ impl PartitionLog {
             io_turn: glommio::sync::Semaphore::new(1),
             segments_turn: glommio::sync::Semaphore::new(1),
             cleaning: Cell::new(false),
-            cleaned_to: Cell::new(Offset(0)),
-            tombstone_deadline: Cell::new(None),
+            cleaned_to: Cell::new(cleaned_to),
+            // Unknown after a restart: the first look goes through the
+            // tombstones once to learn when the next one is due.
+            tombstone_deadline: Cell::new((cleaned_to > Offset(0)).then_some(0)),
             unsynced_records: Cell::new(0),
             last_sync_ms: Cell::new(crate::types::now_ms()),
             unsynced_files: RefCell::new(Vec::new()),
@@ -1208,8 +1214,10 @@ async fn write_block_aligned(
 /// decimal ASCII, replaced atomically.
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
 
-async fn read_log_start_checkpoint(dir: &Path) -> Result<Option<Offset>, StorageError> {
-    let path = dir.join(LOG_START_CHECKPOINT);
+/// An offset checkpoint file of the log directory (`LOG_START_CHECKPOINT`,
+/// `CLEANER_CHECKPOINT`); `None` when there is none or it does not parse.
+async fn read_offset_checkpoint(dir: &Path, name: &str) -> Result<Option<Offset>, StorageError> {
+    let path = dir.join(name);
     glommio::executor()
         .spawn_blocking(move || match std::fs::read_to_string(&path) {
             Ok(text) => Ok(text.trim().parse::<i64>().ok().map(Offset)),

@@ -26,6 +26,10 @@
 //!   missing index files). A
 //!   `compacted` marker in the log directory, written before the first
 //!   swap, tells recovery that the log has offset gaps on purpose.
+//! - After a pass, `cleaner-offset-checkpoint` in the log directory keeps
+//!   the first offset not yet cleaned, so a restart does not count the
+//!   whole log as dirty; the first look after a restart goes through the
+//!   kept tombstones once to learn when the next one is due.
 
 use std::collections::HashMap;
 
@@ -37,6 +41,10 @@ use crate::storage::segment::ScanEnd;
 pub const CLEANED_SUFFIX: &str = "cleaned";
 /// Present in a log directory once the cleaner has rewritten a segment.
 pub const COMPACTED_MARKER: &str = "compacted";
+/// How far the cleaner has cleaned the log (the first offset not yet
+/// cleaned, in decimal ASCII, replaced atomically after each pass), so a
+/// restart does not count the whole log as dirty again.
+pub const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 /// Bytes of batches handled in one step, between two yields to produce
 /// and fetch (and, for a rewrite, gathered before they are written).
 const STEP_BYTES: usize = 64 * 1024;
@@ -232,7 +240,18 @@ impl PartitionLog {
             self.write_closed_indexes().await?;
         }
         outcome.records_removed = retain.removed;
-        self.cleaned_to.set(cleaned_to.max(dirty_from));
+        let cleaned_to = cleaned_to.max(dirty_from);
+        if cleaned_to != dirty_from {
+            write_index_files(
+                self.dir.clone(),
+                vec![(
+                    self.dir.join(CLEANER_CHECKPOINT),
+                    cleaned_to.0.to_string().into_bytes(),
+                )],
+            )
+            .await?;
+        }
+        self.cleaned_to.set(cleaned_to);
         self.tombstone_deadline.set(retain.next_deadline);
         map.clear();
         Ok(Some(outcome))
@@ -739,6 +758,24 @@ mod tests {
             let log = open(&dir, compacted()).await;
             assert_eq!(contents(&log).await, later);
             assert_eq!(log.high_watermark(), Offset(661));
+            // The cleaner's progress survived: nothing is dirty again. The first
+            // look after a restart only goes through the tombstones.
+            let checkpoint = std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT));
+            assert_eq!(checkpoint.expect("checkpoint"), active.to_string());
+            assert_eq!(log.cleaned_to.get(), Offset(active));
+            let look = log.clean(t + 5_020, &mut OffsetMap::within(1 << 20)).await;
+            let look = look.expect("clean").expect("tombstones looked at once");
+            assert_eq!(
+                (look.keys, look.segments_rewritten, look.records_removed),
+                (0, 0, 0)
+            );
+            assert!(
+                log.clean(t + 5_040, &mut OffsetMap::within(1 << 20))
+                    .await
+                    .expect("clean")
+                    .is_none(),
+                "nothing dirty after a restart"
+            );
             log.close().await.expect("close");
         });
     }
@@ -830,6 +867,11 @@ mod tests {
                     .expect("clean")
                     .is_none()
             );
+            // A restart in between: nothing is dirty (the checkpoint), and
+            // the tombstone still goes when its delay has passed.
+            log.close().await.expect("close");
+            drop(log);
+            let log = open(&dir, compacted()).await;
 
             let later = log
                 .clean(t + 5_000, &mut OffsetMap::within(1 << 20))
