@@ -88,6 +88,8 @@ pub enum MeshError {
     Unreachable(usize),
     #[error("shard {0} went away before replying")]
     NoReply(usize),
+    #[error("this shard is stopping")]
+    Stopping,
 }
 
 /// This shard's end of the mesh: senders to every other shard and the

@@ -231,7 +231,7 @@ impl Shard {
         request: ControlRequest,
     ) -> Result<u128, AdminError> {
         if self.id != ShardId(0) {
-            return match self.mesh.call(0, request).await {
+            return match self.call_peer(0, request).await {
                 Ok(ControlReply::Changed(result)) => result,
                 Ok(ControlReply::Applied(_)) => Err(AdminError::new(
                     ResponseError::UnknownServerError,
@@ -473,8 +473,7 @@ impl Shard {
         let mut failures = Vec::new();
         for peer in 1..self.shard_count() {
             match self
-                .mesh
-                .call(peer, ControlRequest::Apply(record.clone()))
+                .call_peer(peer, ControlRequest::Apply(record.clone()))
                 .await
             {
                 Ok(ControlReply::Applied(Ok(()))) => {}
@@ -493,6 +492,25 @@ impl Shard {
             warn!(?failures, "metadata change not applied everywhere");
             Err(storage_error(failures.join("; ")))
         }
+    }
+
+    /// A control call to another shard that gives up once this shard is
+    /// stopping: the peer may have stopped already and will never answer,
+    /// and the request waiting on it would hold its connection, and the
+    /// shard's shutdown, forever.
+    async fn call_peer(
+        &self,
+        to: usize,
+        body: ControlRequest,
+    ) -> Result<ControlReply, mesh::MeshError> {
+        if self.is_shutting_down() {
+            return Err(mesh::MeshError::Stopping);
+        }
+        futures_lite::future::or(self.mesh.call(to, body), async {
+            self.shutdown.notified().await;
+            Err(mesh::MeshError::Stopping)
+        })
+        .await
     }
 
     pub fn is_shutting_down(&self) -> bool {
