@@ -885,14 +885,7 @@ impl PartitionLog {
         if offset <= log_start {
             return Ok(log_start);
         }
-        write_index_files(
-            self.dir.clone(),
-            vec![(
-                self.dir.join(LOG_START_CHECKPOINT),
-                offset.0.to_string().into_bytes(),
-            )],
-        )
-        .await?;
+        write_offset_checkpoint(&self.dir, LOG_START_CHECKPOINT, offset).await?;
         self.state.borrow_mut().log_start = offset;
         self.delete_segments_before(offset).await?;
         Ok(self.log_start_offset())
@@ -1225,6 +1218,20 @@ async fn read_offset_checkpoint(dir: &Path, name: &str) -> Result<Option<Offset>
             Err(e) => Err(StorageError::io("reading", path)(e)),
         })
         .await
+}
+
+/// Replaces an offset checkpoint file of the log directory atomically and
+/// durably (read back by [`read_offset_checkpoint`]).
+pub(super) async fn write_offset_checkpoint(
+    dir: &Path,
+    name: &str,
+    offset: Offset,
+) -> Result<(), StorageError> {
+    write_index_files(
+        dir.to_path_buf(),
+        vec![(dir.join(name), offset.0.to_string().into_bytes())],
+    )
+    .await
 }
 
 pub(super) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {

@@ -242,18 +242,10 @@ impl PartitionLog {
         outcome.records_removed = retain.removed;
         let cleaned_to = cleaned_to.max(dirty_from);
         if cleaned_to != dirty_from {
-            write_index_files(
-                self.dir.clone(),
-                vec![(
-                    self.dir.join(CLEANER_CHECKPOINT),
-                    cleaned_to.0.to_string().into_bytes(),
-                )],
-            )
-            .await?;
+            write_offset_checkpoint(&self.dir, CLEANER_CHECKPOINT, cleaned_to).await?;
         }
         self.cleaned_to.set(cleaned_to);
         self.tombstone_deadline.set(retain.next_deadline);
-        map.clear();
         Ok(Some(outcome))
     }
 
