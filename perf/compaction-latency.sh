@@ -14,7 +14,11 @@
 # fall on both; the summary gives each phase's figures and the medians.
 #
 #   perf/compaction-latency.sh [--rounds N] [--duration SECONDS] [--load-rate MSG_PER_S]
-#                              [--latency-rate MSG_PER_S]
+#                              [--latency-rate MSG_PER_S] [--cleaner-io-max BYTES_PER_S]
+#
+# --cleaner-io-max starts the broker with that
+# --log-cleaner-io-max-bytes-per-second (Kafka's
+# log.cleaner.io.max.bytes.per.second; default unlimited).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
@@ -22,17 +26,19 @@ rounds=3
 duration=20
 load_rate=20000
 latency_rate=50000
+cleaner_io_max=unlimited
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --load-rate) load_rate=$2; shift 2 ;;
         --latency-rate) latency_rate=$2; shift 2 ;;
+        --cleaner-io-max) cleaner_io_max=$2; shift 2 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 trap stop_broker EXIT
-start_broker --log-cleaner-backoff-ms 500
+start_broker --log-cleaner-backoff-ms 500 --log-cleaner-io-max-bytes-per-second "$cleaner_io_max"
 boot="127.0.0.1:$BROKER_PORT"
 out=bench-results/compaction-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"

@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     /// Memory for the cleaners' key maps, all shards together (Kafka's
     /// `log.cleaner.dedupe.buffer.size`).
     pub cleaner_dedupe_buffer_bytes: u64,
+    /// The cleaners' read and write I/O together, all shards together
+    /// (Kafka's `log.cleaner.io.max.bytes.per.second`; infinite: no bound).
+    pub cleaner_io_max_bytes_per_second: f64,
 }
 
 impl BrokerConfig {
@@ -173,6 +176,11 @@ const FILE_KEYS: &[(&str, &str, i64)] = &[
     (
         "log.cleaner.dedupe.buffer.size",
         "--log-cleaner-dedupe-buffer-size",
+        1,
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        "--log-cleaner-io-max-bytes-per-second",
         1,
     ),
     ("log.cleanup.policy", "--log-cleanup-policy", 1),

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Consumer groups of a running broker: list, describe, delete, reset-offsets.
     Group(tidelog::cli::group::GroupArgs),
     /// Topics of a running broker: create, list, describe, alter, delete.
@@ -122,6 +122,9 @@ struct ServeArgs {
     /// Memory for the log cleaners' key maps, split between the shards; a log with more distinct keys is compacted over several passes (Kafka's log.cleaner.dedupe.buffer.size).
     #[arg(long, default_value_t = CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT)]
     log_cleaner_dedupe_buffer_size: u64,
+    /// Bound on the log cleaners' read and write I/O together, in bytes per second, split between the shards; `unlimited` (the default) for none (Kafka's log.cleaner.io.max.bytes.per.second).
+    #[arg(long, default_value = "unlimited")]
+    log_cleaner_io_max_bytes_per_second: String,
     /// Default cleanup.policy: delete, compact, or compact,delete (Kafka's log.cleanup.policy).
     #[arg(long, default_value = "delete")]
     log_cleanup_policy: String,
@@ -148,7 +151,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Topic(args) => match tidelog::cli::topic::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -272,6 +275,13 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
             "--log-cleaner-dedupe-buffer-size must be at least {CLEANER_DEDUPE_BUFFER_BYTES_MIN}"
         )));
     }
+    let cleaner_io_max_bytes_per_second =
+        parse_bytes_per_second(&args.log_cleaner_io_max_bytes_per_second).ok_or_else(|| {
+            invalid(format!(
+                "--log-cleaner-io-max-bytes-per-second must be a positive number of bytes per second or `unlimited`, not {}",
+                args.log_cleaner_io_max_bytes_per_second
+            ))
+        })?;
     let broker_topic_defaults = [
         (
             topic_config::CLEANUP_POLICY,
@@ -335,6 +345,7 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
         retention_check_interval_ms: args.log_retention_check_interval_ms,
         cleaner_backoff_ms: args.log_cleaner_backoff_ms,
         cleaner_dedupe_buffer_bytes: args.log_cleaner_dedupe_buffer_size,
+        cleaner_io_max_bytes_per_second,
         log,
         group: GroupConfig {
             offsets_partitions: args.offsets_topic_num_partitions,
@@ -404,4 +415,17 @@ fn with_config_file(args: Vec<String>) -> Result<Vec<String>, tidelog::config::C
     combined.extend(flags);
     combined.extend(args[2..].iter().cloned());
     Ok(combined)
+}
+
+/// A positive number of bytes per second, or `unlimited` (also Kafka's
+/// default, 1.7976931348623157E308, or any value too large to be finite).
+fn parse_bytes_per_second(value: &str) -> Option<f64> {
+    if value.eq_ignore_ascii_case("unlimited") {
+        return Some(f64::INFINITY);
+    }
+    match value.parse::<f64>() {
+        Ok(rate) if rate >= f64::MAX => Some(f64::INFINITY),
+        Ok(rate) if rate > 0.0 => Some(rate),
+        _ => None,
+    }
 }

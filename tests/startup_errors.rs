@@ -157,10 +157,13 @@ fn bad_flags() {
         &["--cores", "0"][..],
         &["--listen", "nowhere"],
         &["--default-partitions", "0"],
+        &["--log-cleaner-io-max-bytes-per-second", "0"],
+        &["--log-cleaner-io-max-bytes-per-second", "fast"],
     ] {
         let output = serve(args, None);
         let line = one_line(&output);
         assert!(line.starts_with("tidelog:"), "{line}");
+        assert!(line.contains(args[0]), "names the flag: {line}");
     }
 }
 

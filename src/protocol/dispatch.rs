@@ -495,6 +495,7 @@ mod tests {
                     retention_check_interval_ms: 300_000,
                     cleaner_backoff_ms: 15_000,
                     cleaner_dedupe_buffer_bytes: 1 << 20,
+                    cleaner_io_max_bytes_per_second: f64::INFINITY,
                     group: crate::group::GroupConfig {
                         initial_rebalance_delay_ms: 0,
                         offsets_partitions: 3,

@@ -20,7 +20,7 @@ use crate::config::{BrokerConfig, MAX_PARTITIONS_PER_TOPIC};
 use crate::group::{Coordinator, OFFSETS_TOPIC};
 use crate::metadata::topic_config;
 use crate::metadata::{ClusterView, MetadataLog, MetadataRecord, placement};
-use crate::storage::log::OffsetMap;
+use crate::storage::log::{OffsetMap, Throttle};
 use crate::storage::{CacheBudget, PartitionLog, StorageError};
 use crate::types::ShardId;
 use commit::GroupCommit;
@@ -44,6 +44,8 @@ pub struct Shard {
     logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
     cache: Rc<CacheBudget>,
     pub commit: Rc<GroupCommit>,
+    /// This shard's part of log.cleaner.io.max.bytes.per.second.
+    cleaner_throttle: Throttle,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
     pub mesh: Mesh,
@@ -67,6 +69,9 @@ impl Shard {
     ) -> Shard {
         let cache = CacheBudget::new(config.tail_cache_bytes_per_shard);
         let groups = Coordinator::new(config.group.clone());
+        let cleaner_throttle = Throttle::new(
+            config.cleaner_io_max_bytes_per_second / config.shard_count.max(1) as f64,
+        );
         Shard {
             id,
             config,
@@ -74,6 +79,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             cache,
             commit: Rc::new(GroupCommit::default()),
+            cleaner_throttle,
             groups,
             mesh,
             metadata_log: RefCell::new(metadata_log),
@@ -594,7 +600,10 @@ impl Shard {
             if self.is_shutting_down() {
                 return;
             }
-            match log.clean(crate::types::now_ms(), &mut map).await {
+            match log
+                .clean(crate::types::now_ms(), &mut map, &self.cleaner_throttle)
+                .await
+            {
                 Ok(None) => {}
                 Ok(Some(outcome)) => info!(
                     %topic,

@@ -29,7 +29,7 @@ use super::time_index;
 use crate::types::Offset;
 
 mod cleaner;
-pub use cleaner::{CLEANED_SUFFIX, COMPACTED_MARKER, CleanOutcome, OffsetMap};
+pub use cleaner::{CLEANED_SUFFIX, COMPACTED_MARKER, CleanOutcome, OffsetMap, Throttle};
 
 /// The one partition leader epoch of a single-node partition.
 pub const LEADER_EPOCH: i32 = 0;

@@ -31,7 +31,9 @@
 //!   whole log as dirty; the first look after a restart goes through the
 //!   kept tombstones once to learn when the next one is due.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::storage::compact::{self, Filtered, RecordView};
@@ -51,6 +53,59 @@ const STEP_BYTES: usize = 64 * 1024;
 /// After a step the cleaner rests this many times as long as the step
 /// took: it uses at most a fifth of its shard's time.
 const REST_PER_STEP: u32 = 4;
+
+/// Kafka's `log.cleaner.io.max.bytes.per.second`: the cleaner's reads and
+/// writes together are kept below this rate on average, measured over
+/// [`THROTTLE_CHECK_INTERVAL`] windows (Kafka's `Throttler`). One per shard,
+/// shared by every log it cleans; borrowed only between awaits.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_second: f64,
+    window_start: Cell<Instant>,
+    window_bytes: Cell<f64>,
+}
+
+/// How often the throttle compares the rate with its bound.
+const THROTTLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Throttle {
+    /// A bound of `bytes_per_second` (not finite or not positive: none).
+    pub fn new(bytes_per_second: f64) -> Throttle {
+        Throttle {
+            bytes_per_second,
+            window_start: Cell::new(Instant::now()),
+            window_bytes: Cell::new(0.0),
+        }
+    }
+
+    pub fn unlimited() -> Throttle {
+        Throttle::new(f64::INFINITY)
+    }
+
+    fn limited(&self) -> bool {
+        self.bytes_per_second.is_finite() && self.bytes_per_second > 0.0
+    }
+
+    /// Counts `bytes` of cleaner I/O; sleeps as long as it takes to bring
+    /// the window's rate down to the bound when it is above.
+    async fn observe(&self, bytes: u64) {
+        if !self.limited() {
+            return;
+        }
+        self.window_bytes
+            .set(self.window_bytes.get() + bytes as f64);
+        let elapsed = self.window_start.get().elapsed();
+        if elapsed < THROTTLE_CHECK_INTERVAL {
+            return;
+        }
+        let due = Duration::from_secs_f64(self.window_bytes.get() / self.bytes_per_second);
+        if let Some(ahead) = due.checked_sub(elapsed) {
+            glommio::timer::sleep(ahead).await;
+        }
+        self.window_start.set(Instant::now());
+        self.window_bytes.set(0.0);
+    }
+}
 
 /// What one cleaning did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,6 +226,13 @@ impl Retain<'_> {
     }
 }
 
+/// What a read-only look at a segment found: whether cleaning removes
+/// anything, and how many bytes the look read.
+struct SegmentLook {
+    changes: bool,
+    read_bytes: u64,
+}
+
 impl PartitionLog {
     /// Compacts the log if its policy says so and it is due. `None` when
     /// nothing was due.
@@ -178,6 +240,7 @@ impl PartitionLog {
         &self,
         now_ms: i64,
         map: &mut OffsetMap,
+        throttle: &Throttle,
     ) -> Result<Option<CleanOutcome>, StorageError> {
         let config = self.config.get();
         if !config.cleanup_compact || self.cleaning.replace(true) {
@@ -205,7 +268,9 @@ impl PartitionLog {
         map.clear();
         let mut cleaned_to = last.next_offset;
         for segment in cleanable.iter().filter(|c| c.next_offset > dirty_from) {
-            if let Mapped::FullAt(offset) = self.map_keys(segment, dirty_from, map).await? {
+            if let Mapped::FullAt(offset) =
+                self.map_keys(segment, dirty_from, map, throttle).await?
+            {
                 cleaned_to = Offset(offset);
                 break;
             }
@@ -227,7 +292,10 @@ impl PartitionLog {
             ..CleanOutcome::default()
         };
         for segment in in_pass {
-            match self.rewrite_segment(segment, &config, &mut retain).await? {
+            match self
+                .rewrite_segment(segment, &config, &mut retain, throttle)
+                .await?
+            {
                 Some(size) => {
                     outcome.segments_rewritten += 1;
                     outcome.bytes_after += size;
@@ -287,6 +355,7 @@ impl PartitionLog {
         segment: &Cleanable,
         dirty_from: Offset,
         map: &mut OffsetMap,
+        throttle: &Throttle,
     ) -> Result<Mapped, StorageError> {
         let mut failed = None;
         let mut full_at = None;
@@ -336,6 +405,7 @@ impl PartitionLog {
             if end != ScanEnd::Stopped {
                 return Ok(Mapped::Whole);
             }
+            throttle.observe(stopped_at - position).await;
             position = stopped_at;
             step_aside(step).await;
             step = std::time::Instant::now();
@@ -349,8 +419,12 @@ impl PartitionLog {
         segment: &Cleanable,
         config: &LogConfig,
         retain: &mut Retain<'_>,
+        throttle: &Throttle,
     ) -> Result<Option<u64>, StorageError> {
-        if !self.segment_changes(segment, retain).await? {
+        let changes = self.segment_changes(segment, retain).await?;
+        // The look reads the segment up to its first removable record.
+        throttle.observe(changes.read_bytes).await;
+        if !changes.changes {
             return Ok(None);
         }
         let mut cleaned_path = segment.path.clone().into_os_string();
@@ -399,7 +473,8 @@ impl PartitionLog {
                 remove_quietly(&cleaned_path);
                 return Err(error);
             }
-            writer.write_full_blocks(&file, &cleaned_path).await?;
+            let written = writer.write_full_blocks(&file, &cleaned_path).await?;
+            throttle.observe(stopped_at - position + written).await;
             if end != ScanEnd::Stopped {
                 break;
             }
@@ -430,7 +505,7 @@ impl PartitionLog {
         &self,
         segment: &Cleanable,
         retain: &mut Retain<'_>,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<SegmentLook, StorageError> {
         let mut probe = Retain {
             latest: retain.latest,
             tombstone_horizon: retain.tombstone_horizon,
@@ -439,7 +514,7 @@ impl PartitionLog {
             removed: 0,
         };
         let mut failed = None;
-        segment::scan(
+        let (read_bytes, _) = segment::scan(
             &segment.file,
             &segment.path,
             0,
@@ -466,12 +541,18 @@ impl PartitionLog {
             return Err(error);
         }
         if probe.removed > 0 {
-            return Ok(true);
+            return Ok(SegmentLook {
+                changes: true,
+                read_bytes,
+            });
         }
         if let Some(deadline) = probe.next_deadline {
             retain.next_deadline = Some(retain.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
-        Ok(false)
+        Ok(SegmentLook {
+            changes: false,
+            read_bytes,
+        })
     }
 
     /// Puts the rewritten segment in place of the old one, on disk and in
@@ -555,11 +636,16 @@ impl ChunkWriter {
         self.pending.extend_from_slice(batch);
     }
 
-    /// Writes the whole blocks gathered; keeps the partial last one.
-    async fn write_full_blocks(&mut self, file: &DmaFile, path: &Path) -> Result<(), StorageError> {
+    /// Writes the whole blocks gathered (returning how many bytes); keeps
+    /// the partial last one.
+    async fn write_full_blocks(
+        &mut self,
+        file: &DmaFile,
+        path: &Path,
+    ) -> Result<u64, StorageError> {
         let whole = segment::align_down(self.pending.len() as u64) as usize;
         if whole == 0 {
-            return Ok(());
+            return Ok(0);
         }
         let mut buffer = file.alloc_dma_buffer(whole);
         buffer
@@ -568,7 +654,7 @@ impl ChunkWriter {
         write_block_aligned(file, path, self.written, buffer).await?;
         self.pending.drain(..whole);
         self.written += whole as u64;
-        Ok(())
+        Ok(whole as u64)
     }
 
     /// Writes the rest, padded to a block, and cuts the file to its size.
@@ -717,7 +803,11 @@ mod tests {
             assert!(active > 400, "many segments closed");
 
             let outcome = log
-                .clean(t + 10, &mut OffsetMap::within(1 << 20))
+                .clean(
+                    t + 10,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited(),
+                )
                 .await
                 .expect("clean")
                 .expect("due");
@@ -727,18 +817,26 @@ mod tests {
             assert_eq!(after, expected(&before, active, true));
             assert!(after.values().any(|(k, v)| k == b"key-7" && v.is_none()));
             assert!(
-                log.clean(t + 20, &mut OffsetMap::within(1 << 20))
-                    .await
-                    .expect("clean")
-                    .is_none(),
+                log.clean(
+                    t + 20,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited()
+                )
+                .await
+                .expect("clean")
+                .is_none(),
                 "nothing dirty"
             );
 
             // Past delete.retention.ms the tombstone goes, and key-7 with it.
-            log.clean(t + 5_000, &mut OffsetMap::within(1 << 20))
-                .await
-                .expect("clean")
-                .expect("due");
+            log.clean(
+                t + 5_000,
+                &mut OffsetMap::within(1 << 20),
+                &Throttle::unlimited(),
+            )
+            .await
+            .expect("clean")
+            .expect("due");
             let later = contents(&log).await;
             assert_eq!(later, expected(&before, active, false));
             assert!(!later.values().any(|(k, _)| k == b"key-7"));
@@ -755,17 +853,27 @@ mod tests {
             let checkpoint = std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT));
             assert_eq!(checkpoint.expect("checkpoint"), active.to_string());
             assert_eq!(log.cleaned_to.get(), Offset(active));
-            let look = log.clean(t + 5_020, &mut OffsetMap::within(1 << 20)).await;
+            let look = log
+                .clean(
+                    t + 5_020,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited(),
+                )
+                .await;
             let look = look.expect("clean").expect("tombstones looked at once");
             assert_eq!(
                 (look.keys, look.segments_rewritten, look.records_removed),
                 (0, 0, 0)
             );
             assert!(
-                log.clean(t + 5_040, &mut OffsetMap::within(1 << 20))
-                    .await
-                    .expect("clean")
-                    .is_none(),
+                log.clean(
+                    t + 5_040,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited()
+                )
+                .await
+                .expect("clean")
+                .is_none(),
                 "nothing dirty after a restart"
             );
             log.close().await.expect("close");
@@ -792,7 +900,11 @@ mod tests {
             let active = active_base(&log);
             let mut map = OffsetMap::with_capacity(12);
             let mut passes = 0;
-            while let Some(outcome) = log.clean(t + 10, &mut map).await.expect("clean") {
+            while let Some(outcome) = log
+                .clean(t + 10, &mut map, &Throttle::unlimited())
+                .await
+                .expect("clean")
+            {
                 passes += 1;
                 assert!(outcome.keys <= 12, "{outcome:?}");
                 assert!(passes < 200, "no end to the passes");
@@ -847,17 +959,25 @@ mod tests {
             assert!(active > 41, "the tombstone's segment is closed");
 
             let first = log
-                .clean(t + 10, &mut OffsetMap::within(1 << 20))
+                .clean(
+                    t + 10,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited(),
+                )
                 .await
                 .expect("clean")
                 .expect("due");
             assert_eq!(first.segments_rewritten, 0, "{first:?}");
             assert_eq!(contents(&log).await, before);
             assert!(
-                log.clean(t + 20, &mut OffsetMap::within(1 << 20))
-                    .await
-                    .expect("clean")
-                    .is_none()
+                log.clean(
+                    t + 20,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited()
+                )
+                .await
+                .expect("clean")
+                .is_none()
             );
             // A restart in between: nothing is dirty (the checkpoint), and
             // the tombstone still goes when its delay has passed.
@@ -866,7 +986,11 @@ mod tests {
             let log = open(&dir, compacted()).await;
 
             let later = log
-                .clean(t + 5_000, &mut OffsetMap::within(1 << 20))
+                .clean(
+                    t + 5_000,
+                    &mut OffsetMap::within(1 << 20),
+                    &Throttle::unlimited(),
+                )
                 .await
                 .expect("clean");
             let later = later.expect("the tombstone's delay passed: due");
@@ -875,6 +999,33 @@ mod tests {
             assert_eq!(after, expected(&before, active, false));
             assert!(!after.values().any(|(k, _)| k == b"never-set"));
             log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn the_throttle_keeps_io_below_its_rate() {
+        run(|_| async move {
+            let unlimited = Throttle::unlimited();
+            let started = Instant::now();
+            for _ in 0..100 {
+                unlimited.observe(1 << 30).await;
+            }
+            let unthrottled = started.elapsed();
+            // 1 MB/s: 600 KB take at least half a second, whatever slack
+            // the last window leaves.
+            let throttle = Throttle::new(1_000_000.0);
+            let started = Instant::now();
+            for _ in 0..6 {
+                throttle.observe(100_000).await;
+                glommio::timer::sleep(Duration::from_millis(40)).await;
+            }
+            throttle.observe(0).await;
+            let throttled = started.elapsed();
+            assert!(
+                throttled >= Duration::from_millis(500),
+                "600 KB at 1 MB/s took {throttled:?}"
+            );
+            assert!(unthrottled < throttled, "{unthrottled:?} vs {throttled:?}");
         });
     }
 
@@ -904,10 +1055,14 @@ mod tests {
                 "the unfinished file is gone"
             );
             // Killed after the rename, before the new index files.
-            log.clean(t + 10, &mut OffsetMap::within(1 << 20))
-                .await
-                .expect("clean")
-                .expect("due");
+            log.clean(
+                t + 10,
+                &mut OffsetMap::within(1 << 20),
+                &Throttle::unlimited(),
+            )
+            .await
+            .expect("clean")
+            .expect("due");
             let after = contents(&log).await;
             log.close().await.expect("close");
             drop(log);
