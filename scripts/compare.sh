@@ -161,6 +161,6 @@ echo
 echo "== the machine =="
 cat "$results/limits.txt"
 jq -r --slurpfile limits "$results/limits.json" \
-    '"tidelog acknowledged \(.produce.megabytes_per_second | floor) MB/s = \((.produce.megabytes_per_second / $limits[0].seq_write_mb_per_s * 100) | floor)% of the disk'"'"'s O_DIRECT sequential write bandwidth, \((.produce.megabytes_per_second / $limits[0].seq_write_durable_mb_per_s * 100) | floor)% of its durable sequential write bandwidth (fdatasync every 8 MiB)"' \
+    '"tidelog acknowledged \(.produce.megabytes_per_second | floor) MB/s = \((.produce.megabytes_per_second / $limits[0].seq_write_mb_per_s * 100) | floor)% of the disk'"'"'s O_DIRECT sequential write bandwidth, \((.produce.megabytes_per_second / $limits[0].seq_write_durable_mb_per_s * 100) | floor)% of fio'"'"'s durable sequential writes (one writer, fdatasync every 8 MiB)"' \
     "$results/tidelog.json"
 echo "results in $results"

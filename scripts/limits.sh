@@ -2,9 +2,11 @@
 # The physical limits of this machine, for reading benchmark figures
 # against: fio O_DIRECT sequential write and read bandwidth (1 MiB blocks)
 # on the disk holding the data directory, the same writes made durable
-# (an fdatasync after every 8 MiB, about what one busy group-commit round
-# of a shard writes: the bound for acks=all throughput, which on a virtual
-# disk whose host caches writes can be far below the plain figure), the
+# (one writer, an fdatasync after every 8 MiB, about what one busy
+# group-commit round of a shard writes: the scale of acks=all throughput,
+# which on a virtual disk whose host caches writes can be far below the
+# plain figure; fio drains its queue before each sync, so several shards,
+# one writing while another syncs, can go past it), the
 # latency of a 4 KiB O_DIRECT write + fdatasync (what one group commit
 # costs at least), and iperf3 loopback TCP bandwidth.
 #
@@ -90,7 +92,7 @@ iperf_pid=
 printf 'machine            %s, %s CPUs, Linux %s\n' "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')" "$(nproc)" "$(uname -r)"
 printf 'disk               %s (data dir %s)\n' "$device" "$data_dir"
 printf 'seq write O_DIRECT %8.0f MB/s   (fio, 1 MiB blocks, iodepth 16, %s)\n' "$write_mb" "$engine"
-printf 'seq write durable  %8.0f MB/s   (the same, fdatasync after every 8 MiB)\n' "$durable_mb"
+printf 'seq write durable  %8.0f MB/s   (the same, one writer, fdatasync after every 8 MiB)\n' "$durable_mb"
 printf 'seq read  O_DIRECT %8.0f MB/s\n' "$read_mb"
 printf '4 KiB write+fdatasync  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  (%.0f/s, one at a time)\n' "$sync_p50" "$sync_p99" "$sync_p999" "$sync_iops"
 printf 'loopback TCP       %8.1f Gbit/s (iperf3, one stream)\n' "$loopback_gbit"
