@@ -513,33 +513,48 @@ impl PartitionLog {
             next_deadline: None,
             removed: 0,
         };
+        // Read in steps with rests, like the rewrite: this look goes
+        // through every segment of every pass.
         let mut failed = None;
-        let (read_bytes, _) = segment::scan(
-            &segment.file,
-            &segment.path,
-            0,
-            segment.size,
-            false,
-            |_, header, bytes| {
-                if compact::is_control(header) {
-                    return Visit::Continue;
-                }
-                if let Err(error) = compact::for_each_record(bytes, header, |record| {
-                    probe.keep(record);
-                }) {
-                    failed = Some(error);
-                }
-                if failed.is_some() || probe.removed > 0 {
-                    Visit::Stop
-                } else {
-                    Visit::Continue
-                }
-            },
-        )
-        .await?;
-        if let Some(error) = failed {
-            return Err(error);
+        let mut position = 0;
+        let mut step = std::time::Instant::now();
+        loop {
+            let mut scanned = 0usize;
+            let (stopped_at, end) = segment::scan_reading(
+                &segment.file,
+                &segment.path,
+                position,
+                segment.size,
+                false,
+                STEP_BYTES,
+                |_, header, bytes| {
+                    scanned += bytes.len();
+                    if !compact::is_control(header)
+                        && let Err(error) = compact::for_each_record(bytes, header, |record| {
+                            probe.keep(record);
+                        })
+                    {
+                        failed = Some(error);
+                    }
+                    if failed.is_some() || probe.removed > 0 || scanned >= STEP_BYTES {
+                        Visit::Stop
+                    } else {
+                        Visit::Continue
+                    }
+                },
+            )
+            .await?;
+            position = stopped_at;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            if probe.removed > 0 || end != ScanEnd::Stopped {
+                break;
+            }
+            step_aside(step).await;
+            step = std::time::Instant::now();
         }
+        let read_bytes = position;
         if probe.removed > 0 {
             return Ok(SegmentLook {
                 changes: true,
