@@ -278,7 +278,7 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     let cleaner_io_max_bytes_per_second =
         parse_bytes_per_second(&args.log_cleaner_io_max_bytes_per_second).ok_or_else(|| {
             invalid(format!(
-                "--log-cleaner-io-max-bytes-per-second must be a positive number of bytes per second or `unlimited`, not {}",
+                "--log-cleaner-io-max-bytes-per-second must be at least 1 (bytes per second) or `unlimited`, not {}",
                 args.log_cleaner_io_max_bytes_per_second
             ))
         })?;
@@ -417,15 +417,15 @@ fn with_config_file(args: Vec<String>) -> Result<Vec<String>, tidelog::config::C
     Ok(combined)
 }
 
-/// A positive number of bytes per second, or `unlimited` (also Kafka's
-/// default, 1.7976931348623157E308, or any value too large to be finite).
+/// At least one byte per second, or `unlimited` (also Kafka's default,
+/// 1.7976931348623157E308, or any value too large to be finite).
 fn parse_bytes_per_second(value: &str) -> Option<f64> {
     if value.eq_ignore_ascii_case("unlimited") {
         return Some(f64::INFINITY);
     }
     match value.parse::<f64>() {
         Ok(rate) if rate >= f64::MAX => Some(f64::INFINITY),
-        Ok(rate) if rate > 0.0 => Some(rate),
+        Ok(rate) if rate >= 1.0 => Some(rate),
         _ => None,
     }
 }

@@ -67,6 +67,8 @@ pub struct Throttle {
 
 /// How often the throttle compares the rate with its bound.
 const THROTTLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest one rest of the throttle (a tiny bound on a large step).
+const THROTTLE_SLEEP_MAX: Duration = Duration::from_secs(10);
 
 impl Throttle {
     /// A bound of `bytes_per_second` (not finite or not positive: none).
@@ -98,8 +100,10 @@ impl Throttle {
         if elapsed < THROTTLE_CHECK_INTERVAL {
             return;
         }
-        let due = Duration::from_secs_f64(self.window_bytes.get() / self.bytes_per_second);
+        let due = Duration::try_from_secs_f64(self.window_bytes.get() / self.bytes_per_second)
+            .unwrap_or(THROTTLE_SLEEP_MAX);
         if let Some(ahead) = due.checked_sub(elapsed) {
+            let ahead = ahead.min(THROTTLE_SLEEP_MAX);
             glommio::timer::sleep(ahead).await;
         }
         self.window_start.set(Instant::now());
