@@ -230,13 +230,6 @@ impl Retain<'_> {
     }
 }
 
-/// What a read-only look at a segment found: whether cleaning removes
-/// anything, and how many bytes the look read.
-struct SegmentLook {
-    changes: bool,
-    read_bytes: u64,
-}
-
 impl PartitionLog {
     /// Compacts the log if its policy says so and it is due. `None` when
     /// nothing was due.
@@ -363,57 +356,33 @@ impl PartitionLog {
     ) -> Result<Mapped, StorageError> {
         let mut failed = None;
         let mut full_at = None;
-        let mut position = 0;
-        let mut step = std::time::Instant::now();
-        loop {
-            let mut scanned = 0usize;
-            let (stopped_at, end) = segment::scan_reading(
-                &segment.file,
-                &segment.path,
-                position,
-                segment.size,
-                false,
-                STEP_BYTES,
-                |_, header, bytes| {
-                    scanned += bytes.len();
-                    if !compact::is_control(header) && header.last_offset() >= dirty_from.0 {
-                        let records = usize::try_from(header.record_count).unwrap_or(0);
-                        if map.len() > 0 && !map.has_room_for(records) {
-                            full_at = Some(header.base_offset);
-                            return Visit::Stop;
-                        }
-                        let mapped = compact::for_each_record(bytes, header, |record| {
-                            if let Some(key) = record.key {
-                                map.put(key, record.offset);
-                            }
-                        });
-                        if let Err(error) = mapped {
-                            failed = Some(error);
-                            return Visit::Stop;
-                        }
-                    }
-                    if scanned >= STEP_BYTES {
-                        Visit::Stop
-                    } else {
-                        Visit::Continue
-                    }
-                },
-            )
-            .await?;
-            if let Some(error) = failed {
-                return Err(error);
+        scan_in_steps(segment, throttle, |header, bytes| {
+            if compact::is_control(header) || header.last_offset() < dirty_from.0 {
+                return Visit::Continue;
             }
-            if let Some(offset) = full_at {
-                return Ok(Mapped::FullAt(offset));
+            let records = usize::try_from(header.record_count).unwrap_or(0);
+            if map.len() > 0 && !map.has_room_for(records) {
+                full_at = Some(header.base_offset);
+                return Visit::Stop;
             }
-            if end != ScanEnd::Stopped {
-                return Ok(Mapped::Whole);
+            let mapped = compact::for_each_record(bytes, header, |record| {
+                if let Some(key) = record.key {
+                    map.put(key, record.offset);
+                }
+            });
+            match mapped {
+                Ok(()) => Visit::Continue,
+                Err(error) => {
+                    failed = Some(error);
+                    Visit::Stop
+                }
             }
-            throttle.observe(stopped_at - position).await;
-            position = stopped_at;
-            step_aside(step).await;
-            step = std::time::Instant::now();
+        })
+        .await?;
+        if let Some(error) = failed {
+            return Err(error);
         }
+        Ok(full_at.map_or(Mapped::Whole, Mapped::FullAt))
     }
 
     /// Rewrites one segment keeping what `retain` keeps; `None` when every
@@ -425,10 +394,7 @@ impl PartitionLog {
         retain: &mut Retain<'_>,
         throttle: &Throttle,
     ) -> Result<Option<u64>, StorageError> {
-        let changes = self.segment_changes(segment, retain).await?;
-        // The look reads the segment up to its first removable record.
-        throttle.observe(changes.read_bytes).await;
-        if !changes.changes {
+        if !self.segment_changes(segment, retain, throttle).await? {
             return Ok(None);
         }
         let mut cleaned_path = segment.path.clone().into_os_string();
@@ -509,7 +475,8 @@ impl PartitionLog {
         &self,
         segment: &Cleanable,
         retain: &mut Retain<'_>,
-    ) -> Result<SegmentLook, StorageError> {
+        throttle: &Throttle,
+    ) -> Result<bool, StorageError> {
         let mut probe = Retain {
             latest: retain.latest,
             tombstone_horizon: retain.tombstone_horizon,
@@ -517,61 +484,33 @@ impl PartitionLog {
             next_deadline: None,
             removed: 0,
         };
-        // Read in steps with rests, like the rewrite: this look goes
-        // through every segment of every pass.
+        // This look goes through every segment of every pass.
         let mut failed = None;
-        let mut position = 0;
-        let mut step = std::time::Instant::now();
-        loop {
-            let mut scanned = 0usize;
-            let (stopped_at, end) = segment::scan_reading(
-                &segment.file,
-                &segment.path,
-                position,
-                segment.size,
-                false,
-                STEP_BYTES,
-                |_, header, bytes| {
-                    scanned += bytes.len();
-                    if !compact::is_control(header)
-                        && let Err(error) = compact::for_each_record(bytes, header, |record| {
-                            probe.keep(record);
-                        })
-                    {
-                        failed = Some(error);
-                    }
-                    if failed.is_some() || probe.removed > 0 || scanned >= STEP_BYTES {
-                        Visit::Stop
-                    } else {
-                        Visit::Continue
-                    }
-                },
-            )
-            .await?;
-            position = stopped_at;
-            if let Some(error) = failed {
-                return Err(error);
+        scan_in_steps(segment, throttle, |header, bytes| {
+            if !compact::is_control(header)
+                && let Err(error) = compact::for_each_record(bytes, header, |record| {
+                    probe.keep(record);
+                })
+            {
+                failed = Some(error);
             }
-            if probe.removed > 0 || end != ScanEnd::Stopped {
-                break;
+            if failed.is_some() || probe.removed > 0 {
+                Visit::Stop
+            } else {
+                Visit::Continue
             }
-            step_aside(step).await;
-            step = std::time::Instant::now();
+        })
+        .await?;
+        if let Some(error) = failed {
+            return Err(error);
         }
-        let read_bytes = position;
         if probe.removed > 0 {
-            return Ok(SegmentLook {
-                changes: true,
-                read_bytes,
-            });
+            return Ok(true);
         }
         if let Some(deadline) = probe.next_deadline {
             retain.next_deadline = Some(retain.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
-        Ok(SegmentLook {
-            changes: false,
-            read_bytes,
-        })
+        Ok(false)
     }
 
     /// Puts the rewritten segment in place of the old one, on disk and in
@@ -691,6 +630,48 @@ impl ChunkWriter {
             .await
             .map_err(StorageError::glommio("truncating", path))?;
         Ok(size)
+    }
+}
+
+/// Scans `segment` from its start in steps of [`STEP_BYTES`], throttled
+/// and resting between steps, until `visit` stops it or the data ends.
+async fn scan_in_steps(
+    segment: &Cleanable,
+    throttle: &Throttle,
+    mut visit: impl FnMut(&BatchHeader, &[u8]) -> Visit,
+) -> Result<(), StorageError> {
+    let mut position = 0;
+    let mut step = std::time::Instant::now();
+    loop {
+        let mut scanned = 0usize;
+        let mut stopped = false;
+        let (stopped_at, end) = segment::scan_reading(
+            &segment.file,
+            &segment.path,
+            position,
+            segment.size,
+            false,
+            STEP_BYTES,
+            |_, header, bytes| {
+                scanned += bytes.len();
+                match visit(header, bytes) {
+                    Visit::Stop => {
+                        stopped = true;
+                        Visit::Stop
+                    }
+                    Visit::Continue if scanned >= STEP_BYTES => Visit::Stop,
+                    Visit::Continue => Visit::Continue,
+                }
+            },
+        )
+        .await?;
+        throttle.observe(stopped_at - position).await;
+        if stopped || end != ScanEnd::Stopped {
+            return Ok(());
+        }
+        position = stopped_at;
+        step_aside(step).await;
+        step = std::time::Instant::now();
     }
 }
 
