@@ -9,7 +9,8 @@
 # Build BEFORE from the parent commit (e.g. `git worktree add /tmp/before
 # HEAD~1 && cargo build --release --manifest-path /tmp/before/Cargo.toml`).
 # Environment: CORES (broker shards, default every CPU), RESULTS (output
-# folder, default bench-results/ab-<time>). Prints one line per run and
+# folder, default bench-results/ab-<time>), SERVE_FLAGS (more `tidelog
+# serve` flags for both brokers, e.g. "--segment-bytes 1048576"). Prints one line per run and
 # the medians per binary.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +25,7 @@ if [[ $# -gt 0 && $1 != -- ]]; then rounds=$1; shift; fi
 [[ ${1:-} == -- ]] && shift
 extra=("$@")
 cores=${CORES:-$(nproc)}
+read -r -a serve_flags <<<"${SERVE_FLAGS:-}"
 out=${RESULTS:-$root/bench-results/ab-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out" "$root/target"
 broker=
@@ -41,7 +43,7 @@ run() { # LABEL BINARY ROUND
     data=$(mktemp -d "$root/target/ab.XXXXXX")
     port=$(( 20000 + RANDOM % 10000 ))
     "$binary" serve --data-dir "$data" --listen "127.0.0.1:$port" --cores "$cores" \
-        >"$out/$label-$round.log" 2>&1 &
+        "${serve_flags[@]}" >"$out/$label-$round.log" 2>&1 &
     broker=$!
     for _ in $(seq 100); do grep -q '^tidelog ready' "$out/$label-$round.log" && break; sleep 0.1; done
     grep -q '^tidelog ready' "$out/$label-$round.log" || { cat "$out/$label-$round.log" >&2; exit 1; }
@@ -70,7 +72,7 @@ EOF
 
 echo "before: $before"
 echo "after:  $after"
-echo "workload: $workload, $rounds rounds, $cores shards"
+echo "workload: $workload, $rounds rounds, $cores shards${SERVE_FLAGS:+, serve $SERVE_FLAGS}"
 for round in $(seq "$rounds"); do
     run before "$before" "$round"
     run after "$after" "$round"

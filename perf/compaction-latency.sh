@@ -11,10 +11,16 @@
 #      cleaner rewrites segments the whole phase.
 #
 # A and B alternate for --rounds rounds, so slow drifts of a shared machine
-# fall on both; the summary gives each phase's figures and the medians.
+# fall on both; the summary gives each phase's figures, the medians, and
+# the ratios of each B to the A just before it (median, lowest, highest).
 #
 #   perf/compaction-latency.sh [--rounds N] [--duration SECONDS] [--load-rate MSG_PER_S]
 #                              [--latency-rate MSG_PER_S] [--cleaner-io-max BYTES_PER_S]
+#                              [--control]
+#
+# --control keeps cleanup.policy=delete in B too (an A/A run): its ratios
+# show how far two phases of this machine differ with no cleaner at all,
+# the band a B/A ratio must be read against.
 #
 # --cleaner-io-max starts the broker with that
 # --log-cleaner-io-max-bytes-per-second (Kafka's
@@ -27,6 +33,7 @@ duration=20
 load_rate=20000
 latency_rate=50000
 cleaner_io_max=unlimited
+control=false
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -34,6 +41,7 @@ while [[ $# -gt 0 ]]; do
         --load-rate) load_rate=$2; shift 2 ;;
         --latency-rate) latency_rate=$2; shift 2 ;;
         --cleaner-io-max) cleaner_io_max=$2; shift 2 ;;
+        --control) control=true; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -60,7 +68,7 @@ sleep 8
 phases=()
 for round in $(seq 1 "$rounds"); do
     for phase in A B; do
-        if [ "$phase" = A ]; then policy=delete; else policy=compact; fi
+        if [ "$phase" = A ] || $control; then policy=delete; else policy=compact; fi
         topic alter --topic load --add-config cleanup.policy=$policy
         sleep 3
         before=$(grep -c "log compacted" "$BROKER_LOG" || true)
@@ -74,6 +82,7 @@ for round in $(seq 1 "$rounds"); do
 done
 kill "$load" 2>/dev/null || true
 wait "$load" 2>/dev/null || true
+cp "$BROKER_LOG" "$out/broker.log"
 
 python3 - "$out" "${phases[@]}" <<'PY'
 import glob, json, statistics, sys
@@ -93,5 +102,13 @@ for phase in "AB":
 a = [statistics.median(c) for c in zip(*rows["A"])]
 b = [statistics.median(c) for c in zip(*rows["B"])]
 print(f"{'B/A':<7}{'':>15}" + "".join(f"{y / x if x else 0:>9.2f}" for x, y in zip(a, b)))
+# Each B against the A just before it: a shared host drifts over minutes,
+# so neighbours compare better than the medians of whole runs.
+pairs = [[y / x if x else 0 for x, y in zip(ra, rb)] for ra, rb in zip(rows["A"], rows["B"])]
+if pairs:
+    columns = list(zip(*pairs))
+    print(f"{'Bi/Ai':<7}{'median':>15}" + "".join(f"{statistics.median(c):>9.2f}" for c in columns))
+    print(f"{'':<7}{'lowest':>15}" + "".join(f"{min(c):>9.2f}" for c in columns))
+    print(f"{'':<7}{'highest':>15}" + "".join(f"{max(c):>9.2f}" for c in columns))
 PY
 echo "results: $out"

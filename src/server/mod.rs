@@ -259,8 +259,10 @@ async fn shard_main(
     }
     shard.groups.load_owned(&shard);
     glommio::spawn_local(run_group_timers(shard.clone()).in_current_span()).detach();
-    spawn_background(run_retention(shard.clone()).in_current_span());
-    spawn_background(run_cleaner(shard.clone()).in_current_span());
+    let background = background_queue();
+    shard.commit.set_background_queue(background);
+    spawn_background(background, run_retention(shard.clone()).in_current_span());
+    spawn_background(background, run_cleaner(shard.clone()).in_current_span());
     glommio::spawn_local(watch_stop_flag(shard.clone(), stop).in_current_span()).detach();
     let _ = ready.send(Ok(index));
 
@@ -290,15 +292,20 @@ fn handle_envelope(shard: &Rc<Shard>, _peer: usize, envelope: Envelope) {
     }
 }
 
-/// Background work (retention) runs in a low-share task queue, so it never
-/// takes latency from produce and fetch.
-fn spawn_background(task: impl std::future::Future<Output = ()> + 'static) {
-    let executor = glommio::executor();
-    let queue = executor.create_task_queue(
+/// The shard's low-share task queue for background work (retention, the
+/// cleaner, index files), so it never takes latency from produce and fetch.
+fn background_queue() -> glommio::TaskQueueHandle {
+    glommio::executor().create_task_queue(
         glommio::Shares::Static(BACKGROUND_SHARES),
         glommio::Latency::NotImportant,
         "background",
-    );
+    )
+}
+
+fn spawn_background(
+    queue: glommio::TaskQueueHandle,
+    task: impl std::future::Future<Output = ()> + 'static,
+) {
     match glommio::spawn_local_into(task, queue) {
         Ok(task) => {
             task.detach();

@@ -3,7 +3,9 @@
 //! next round, so under load one fdatasync covers many producers and
 //! partitions, and an idle shard pays one device flush per append and no
 //! timer. At most one flush round runs per shard, so at most one flush per
-//! log is ever in flight.
+//! log is ever in flight. The index files of segments a round closed are
+//! written after it, in the shard's background task queue: no
+//! acknowledgement waits for them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -28,6 +30,9 @@ pub struct GroupCommit {
     /// Bytes appended on this shard and not yet flushed (approximately: a
     /// round subtracts what was staged when it started).
     staged_bytes: Cell<usize>,
+    /// Where index files are written: the shard's background task queue
+    /// (the current queue until one is set).
+    background: Cell<Option<glommio::TaskQueueHandle>>,
 }
 
 impl GroupCommit {
@@ -45,6 +50,11 @@ impl GroupCommit {
             self.flushing.set(true);
             glommio::spawn_local(self.clone().run().in_current_span()).detach();
         }
+    }
+
+    /// Index files are written in `queue` from now on.
+    pub fn set_background_queue(&self, queue: glommio::TaskQueueHandle) {
+        self.background.set(Some(queue));
     }
 
     async fn run(self: Rc<Self>) {
@@ -70,8 +80,32 @@ impl GroupCommit {
                 }
             }
             self.round_done.notify_all();
+            let now_ms = crate::types::now_ms();
+            for log in logs.iter().filter(|log| log.wants_index_writer(now_ms)) {
+                self.write_indexes_behind(log.clone());
+            }
         }
         self.flushing.set(false);
+    }
+
+    /// Starts the writer of `log`'s missing index files.
+    fn write_indexes_behind(&self, log: Rc<PartitionLog>) {
+        let writer = async move {
+            if let Err(error) = log.write_missing_indexes().await {
+                tracing::warn!(log = %log.dir().display(), %error, "writing index files failed");
+            }
+        }
+        .in_current_span();
+        let spawned = match self.background.get() {
+            Some(queue) => glommio::spawn_local_into(writer, queue),
+            None => Ok(glommio::spawn_local(writer)),
+        };
+        match spawned {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(error) => tracing::warn!(%error, "could not start an index writer"),
+        }
     }
 
     /// Completes when everything below `target` in `log` is durable, or
@@ -177,5 +211,52 @@ mod tests {
             .expect("executor")
             .join()
             .expect("join");
+    }
+
+    #[test]
+    fn a_segment_closed_by_a_round_gets_its_index_files_after_the_acknowledgements() {
+        crate::storage::test_support::run(|dir| async move {
+            let config = crate::storage::test_support::small_segments();
+            let log = Rc::new(crate::storage::test_support::open(&dir, config).await);
+            let commit = Rc::new(GroupCommit::default());
+            let mut end = Offset(0);
+            while log.segment_count() < 3 {
+                let batch = crate::storage::test_support::numbered_batch(end.0 as usize, 1);
+                end = log.append(&batch, 0).expect("append").last_offset;
+                commit.mark_dirty(&log, batch.len());
+            }
+            commit
+                .wait_durable(&log, Offset(end.0 + 1))
+                .await
+                .expect("durable");
+            commit.drain().await;
+            // The writer started by the rounds runs on its own; it is done
+            // once it gives up its turn with nothing left to write.
+            let indexed = |path: &std::path::Path| {
+                path.with_extension("index").exists() && path.with_extension("timeindex").exists()
+            };
+            let closed: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                .expect("dir")
+                .map(|entry| entry.expect("entry").path())
+                .filter(|path| path.extension().is_some_and(|e| e == "log"))
+                .collect();
+            let mut closed = closed;
+            closed.sort();
+            closed.pop(); // the active segment: indexed at close
+            assert!(closed.len() >= 2);
+            for _ in 0..10_000 {
+                if closed.iter().all(|path| indexed(path)) && !log.wants_index_writer(i64::MAX) {
+                    break;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            for path in &closed {
+                assert!(indexed(path), "{} has no index files", path.display());
+            }
+            assert!(
+                !log.wants_index_writer(i64::MAX),
+                "every closed segment is indexed"
+            );
+        });
     }
 }

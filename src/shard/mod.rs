@@ -204,6 +204,9 @@ impl Shard {
             MetadataRecord::TopicDeleted { name } => {
                 self.groups.topic_deleted(self, name);
                 let removed = self.logs.borrow_mut().remove(name).unwrap_or_default();
+                for log in removed.iter().flatten() {
+                    log.retire().await.map_err(|e| e.to_string())?;
+                }
                 let dirs: Vec<PathBuf> = removed
                     .iter()
                     .flatten()

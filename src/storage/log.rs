@@ -197,6 +197,14 @@ pub struct PartitionLog {
     /// Held while segments are deleted (retention, DeleteRecords) and while
     /// the cleaner swaps a rewritten segment in.
     segments_turn: glommio::sync::Semaphore,
+    /// Held by the one writer of closed segments' index files, and by a
+    /// delete or a swap (taken after `segments_turn`), so index files are
+    /// never written for a segment that is going or being replaced.
+    index_turn: glommio::sync::Semaphore,
+    /// When an index writer last failed (ms): the next waits a second.
+    index_failed_ms: Cell<i64>,
+    /// Set when the topic is deleted: no index file is written any more.
+    retired: Cell<bool>,
     /// The cleaner's state: running now, the first offset not yet cleaned,
     /// and when the earliest kept tombstone may go.
     cleaning: Cell<bool>,
@@ -228,6 +236,12 @@ async fn take_turn<'a>(
     turn.acquire_permit(1)
         .await
         .map_err(StorageError::glommio(waiting_for, dir))
+}
+
+/// Whether `segment` is closed and durable but its index files are not
+/// written yet.
+fn lacks_index_files(segment: &Segment) -> bool {
+    segment.closed && !segment.indexes_written && segment.durable_bytes >= segment.size_bytes
 }
 
 /// A closed segment's index files, encoded and ready to write.
@@ -316,6 +330,9 @@ impl PartitionLog {
             flushing: Cell::new(false),
             io_turn: glommio::sync::Semaphore::new(1),
             segments_turn: glommio::sync::Semaphore::new(1),
+            index_turn: glommio::sync::Semaphore::new(1),
+            index_failed_ms: Cell::new(i64::MIN),
+            retired: Cell::new(false),
             cleaning: Cell::new(false),
             cleaned_to: Cell::new(cleaned_to),
             // Unknown after a restart: the first look goes through the
@@ -325,7 +342,7 @@ impl PartitionLog {
             last_sync_ms: Cell::new(crate::types::now_ms()),
             unsynced_files: RefCell::new(Vec::new()),
         };
-        log.write_closed_indexes().await?;
+        log.write_missing_indexes().await?;
         Ok(log)
     }
 
@@ -593,41 +610,91 @@ impl PartitionLog {
             self.evict(&mut state);
             state.high_watermark
         };
-        self.write_closed_indexes().await?;
+        // A segment closed by this flush gets its index files from
+        // `write_missing_indexes`, off the acknowledgement's path.
         Ok(high_watermark)
     }
 
+    /// The topic is being deleted: completes once no index writer is at
+    /// work in the log's directory, and none starts again.
+    pub async fn retire(&self) -> Result<(), StorageError> {
+        self.retired.set(true);
+        let _turn = take_turn(&self.index_turn, "retiring", &self.dir).await?;
+        Ok(())
+    }
+
+    /// Whether a closed, durable segment lacks its index files and no
+    /// writer is at work on them (nor failed in the last second): the
+    /// group commit then starts [`Self::write_missing_indexes`] in the
+    /// background.
+    pub fn wants_index_writer(&self, now_ms: i64) -> bool {
+        !self.retired.get()
+            && self.index_turn.available() > 0
+            && now_ms.saturating_sub(self.index_failed_ms.get()) >= 1_000
+            && self.state.borrow().segments.values().any(lacks_index_files)
+    }
+
     /// Writes the index files of closed, fully durable segments that lack
-    /// them.
-    async fn write_closed_indexes(&self) -> Result<(), StorageError> {
-        let pending: Vec<IndexFiles> = self
-            .state
-            .borrow()
-            .segments
-            .values()
-            .filter(|s| s.closed && !s.indexes_written && s.durable_bytes >= s.size_bytes)
-            .map(|s| IndexFiles {
-                base_offset: s.base_offset,
-                index_path: s.index_path(),
-                index: s.index.encode(),
-                time_index_path: s.time_index_path(),
-                time_index: s.time_index.encode(),
-            })
-            .collect();
-        for files in pending {
-            write_index_files(
-                self.dir.clone(),
-                vec![
-                    (files.index_path, files.index),
-                    (files.time_index_path, files.time_index),
-                ],
-            )
-            .await?;
-            if let Some(segment) = self.state.borrow_mut().segments.get_mut(&files.base_offset) {
-                segment.indexes_written = true;
+    /// them, until none does: segments closed or swapped in meanwhile are
+    /// written too. Not needed for durability (recovery rebuilds a missing
+    /// index), so the acknowledgements of a flush do not wait for it.
+    pub async fn write_missing_indexes(&self) -> Result<(), StorageError> {
+        let _turn = take_turn(
+            &self.index_turn,
+            "waiting to write the indexes of",
+            &self.dir,
+        )
+        .await?;
+        if self.retired.get() {
+            return Ok(());
+        }
+        let written = self.write_pending_indexes().await;
+        if written.is_err() {
+            self.index_failed_ms.set(crate::types::now_ms());
+        }
+        written
+    }
+
+    async fn write_pending_indexes(&self) -> Result<(), StorageError> {
+        loop {
+            let pending: Vec<IndexFiles> = self
+                .state
+                .borrow()
+                .segments
+                .values()
+                .filter(|s| lacks_index_files(s))
+                .map(|s| IndexFiles {
+                    base_offset: s.base_offset,
+                    index_path: s.index_path(),
+                    index: s.index.encode(),
+                    time_index_path: s.time_index_path(),
+                    time_index: s.time_index.encode(),
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            // One directory sync for all of them.
+            let bases: Vec<Offset> = pending.iter().map(|files| files.base_offset).collect();
+            let contents = pending
+                .into_iter()
+                .flat_map(|files| {
+                    [
+                        (files.index_path, files.index),
+                        (files.time_index_path, files.time_index),
+                    ]
+                })
+                .collect();
+            write_index_files(self.dir.clone(), contents).await?;
+            // No delete or swap ran meanwhile (they take the turn held
+            // here): each segment is the one encoded.
+            let mut state = self.state.borrow_mut();
+            for base in bases {
+                if let Some(segment) = state.segments.get_mut(&base) {
+                    segment.indexes_written = true;
+                }
             }
         }
-        Ok(())
     }
 
     /// Whole batches from the one containing `offset`, up to `max_bytes`
@@ -897,8 +964,7 @@ impl PartitionLog {
     }
 
     /// Deletes the oldest segments whose every offset is below `offset`:
-    /// only closed, trimmed, fully durable ones with their index files
-    /// written, oldest first, never the active segment. The log then starts
+    /// only closed, trimmed, fully durable ones, oldest first, never the active segment. The log then starts
     /// at the first remaining segment. Returns how many were deleted.
     ///
     /// Files go index files first, then the `.log`, then the directory is
@@ -912,6 +978,8 @@ impl PartitionLog {
             &self.dir,
         )
         .await?;
+        let _indexing =
+            take_turn(&self.index_turn, "waiting to delete segments of", &self.dir).await?;
         let doomed: Vec<Segment> = {
             let mut state = self.state.borrow_mut();
             let mut doomed = Vec::new();
@@ -921,7 +989,6 @@ impl PartitionLog {
                 };
                 let deletable = first.closed
                     && first.trimmed
-                    && first.indexes_written
                     && first.staged.is_empty()
                     && first.durable_bytes == first.size_bytes
                     && first.next_offset <= offset
@@ -1012,6 +1079,7 @@ impl PartitionLog {
         let turn = take_turn(&self.io_turn, "waiting for the timed sync of", &self.dir).await?;
         self.sync_remembered(self.unsynced_records.get()).await?;
         drop(turn);
+        self.write_missing_indexes().await?;
         let active = {
             let state = self.state.borrow();
             state

@@ -27,7 +27,7 @@ pub mod time_index;
 
 mod error;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use batch::BatchHeader;
 pub use error::StorageError;

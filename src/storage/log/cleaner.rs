@@ -302,7 +302,7 @@ impl PartitionLog {
         }
         if outcome.segments_rewritten > 0 {
             sync_dir(&self.dir).await?;
-            self.write_closed_indexes().await?;
+            self.write_missing_indexes().await?;
         }
         outcome.records_removed = retain.removed;
         let cleaned_to = cleaned_to.max(dirty_from);
@@ -527,6 +527,9 @@ impl PartitionLog {
             &self.dir,
         )
         .await?;
+        // Not while its old index files are being written.
+        let _indexing =
+            take_turn(&self.index_turn, "waiting to swap a segment of", &self.dir).await?;
         if !self.state.borrow().segments.contains_key(&old.base_offset) {
             remove_quietly(&cleaned_path);
             return Ok(());
