@@ -81,7 +81,7 @@ impl GroupCommit {
             }
             self.round_done.notify_all();
             let now_ms = crate::types::now_ms();
-            for log in logs.iter().filter(|log| log.wants_index_writer(now_ms)) {
+            for log in logs.iter().filter(|log| log.claim_index_writer(now_ms)) {
                 self.write_indexes_behind(log.clone());
             }
         }
@@ -214,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_closed_by_a_round_gets_its_index_files_after_the_acknowledgements() {
+    fn a_segment_closed_by_a_round_gets_its_index_files_from_a_background_writer() {
         crate::storage::test_support::run(|dir| async move {
             let config = crate::storage::test_support::small_segments();
             let log = Rc::new(crate::storage::test_support::open(&dir, config).await);
@@ -230,8 +230,8 @@ mod tests {
                 .await
                 .expect("durable");
             commit.drain().await;
-            // The writer started by the rounds runs on its own; it is done
-            // once it gives up its turn with nothing left to write.
+            // The writer started by the rounds runs on its own, in this
+            // test's one task queue.
             let indexed = |path: &std::path::Path| {
                 path.with_extension("index").exists() && path.with_extension("timeindex").exists()
             };
@@ -245,7 +245,7 @@ mod tests {
             closed.pop(); // the active segment: indexed at close
             assert!(closed.len() >= 2);
             for _ in 0..10_000 {
-                if closed.iter().all(|path| indexed(path)) && !log.wants_index_writer(i64::MAX) {
+                if !log.index_files_pending() {
                     break;
                 }
                 glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
@@ -254,7 +254,7 @@ mod tests {
                 assert!(indexed(path), "{} has no index files", path.display());
             }
             assert!(
-                !log.wants_index_writer(i64::MAX),
+                !log.index_files_pending(),
                 "every closed segment is indexed"
             );
         });

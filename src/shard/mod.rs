@@ -585,6 +585,13 @@ impl Shard {
                 ),
                 Err(error) => warn!(log = %log.dir().display(), %error, "retention failed"),
             }
+            // Index files a failed writer left unwritten on a log that
+            // went idle since (the group commit starts writers after rounds).
+            if log.claim_index_writer(now)
+                && let Err(error) = log.write_missing_indexes().await
+            {
+                warn!(log = %log.dir().display(), %error, "writing index files failed");
+            }
         }
     }
 

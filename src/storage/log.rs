@@ -203,6 +203,8 @@ pub struct PartitionLog {
     index_turn: glommio::sync::Semaphore,
     /// When an index writer last failed (ms): the next waits a second.
     index_failed_ms: Cell<i64>,
+    /// A writer was started and has not taken the turn yet.
+    index_writer_queued: Cell<bool>,
     /// Set when the topic is deleted: no index file is written any more.
     retired: Cell<bool>,
     /// The cleaner's state: running now, the first offset not yet cleaned,
@@ -332,6 +334,7 @@ impl PartitionLog {
             segments_turn: glommio::sync::Semaphore::new(1),
             index_turn: glommio::sync::Semaphore::new(1),
             index_failed_ms: Cell::new(i64::MIN),
+            index_writer_queued: Cell::new(false),
             retired: Cell::new(false),
             cleaning: Cell::new(false),
             cleaned_to: Cell::new(cleaned_to),
@@ -623,20 +626,31 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Whether a closed, durable segment lacks its index files.
+    pub fn index_files_pending(&self) -> bool {
+        self.state.borrow().segments.values().any(lacks_index_files)
+    }
+
     /// Whether a closed, durable segment lacks its index files and no
-    /// writer is at work on them (nor failed in the last second): the
-    /// group commit then starts [`Self::write_missing_indexes`] in the
-    /// background.
-    pub fn wants_index_writer(&self, now_ms: i64) -> bool {
-        !self.retired.get()
-            && self.index_turn.available() > 0
+    /// writer is on its way (nor failed in the last second); if so, the
+    /// caller is to run [`Self::write_missing_indexes`] (the group commit
+    /// after a round, in the background; retention's check as a backstop
+    /// for a log that went idle after a failure).
+    pub fn claim_index_writer(&self, now_ms: i64) -> bool {
+        let wanted = !self.retired.get()
+            && !self.index_writer_queued.get()
             && now_ms.saturating_sub(self.index_failed_ms.get()) >= 1_000
-            && self.state.borrow().segments.values().any(lacks_index_files)
+            && self.index_files_pending();
+        if wanted {
+            self.index_writer_queued.set(true);
+        }
+        wanted
     }
 
     /// Writes the index files of closed, fully durable segments that lack
     /// them, until none does: segments closed or swapped in meanwhile are
-    /// written too. Not needed for durability (recovery rebuilds a missing
+    /// written too. One writer at a time (a delete or a swap in progress is
+    /// waited for). Not needed for durability (recovery rebuilds a missing
     /// index), so the acknowledgements of a flush do not wait for it.
     pub async fn write_missing_indexes(&self) -> Result<(), StorageError> {
         let _turn = take_turn(
@@ -645,6 +659,8 @@ impl PartitionLog {
             &self.dir,
         )
         .await?;
+        // From here on this writer picks up every segment that closes.
+        self.index_writer_queued.set(false);
         if self.retired.get() {
             return Ok(());
         }
