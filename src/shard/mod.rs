@@ -623,6 +623,8 @@ impl Shard {
                     records_removed = outcome.records_removed,
                     bytes_before = outcome.bytes_before,
                     bytes_after = outcome.bytes_after,
+                    read_from_files = outcome.bytes_read_from_files,
+                    read_from_cache = outcome.bytes_read_from_cache,
                     "log compacted"
                 ),
                 Err(error) => {

@@ -212,6 +212,8 @@ pub struct PartitionLog {
     cleaning: Cell<bool>,
     cleaned_to: Cell<Offset>,
     tombstone_deadline: Cell<Option<i64>>,
+    /// Bytes the pass in progress read from files and from the tail cache.
+    cleaner_reads: Cell<(u64, u64)>,
     /// The relaxed flush policy's state: records written since the last
     /// fdatasync, when that was, and the files written but not synced.
     unsynced_records: Cell<i64>,
@@ -338,6 +340,7 @@ impl PartitionLog {
             retired: Cell::new(false),
             cleaning: Cell::new(false),
             cleaned_to: Cell::new(cleaned_to),
+            cleaner_reads: Cell::new((0, 0)),
             // Unknown after a restart: the first look goes through the
             // tombstones once to learn when the next one is due.
             tombstone_deadline: Cell::new((cleaned_to > Offset(0)).then_some(0)),
@@ -1047,6 +1050,30 @@ impl PartitionLog {
             .await?;
         sync_dir(&self.dir).await?;
         Ok(count)
+    }
+
+    /// The cached batches of the segment `[base, next)` of `size` bytes,
+    /// when the tail cache holds all of them (each a clone of the cached
+    /// buffer); `None` otherwise.
+    fn cached_segment(&self, base: Offset, next: Offset, size: u64) -> Option<Vec<Bytes>> {
+        let state = self.state.borrow();
+        if state.tail.front()?.base_offset > base {
+            return None;
+        }
+        let start = state.tail.partition_point(|b| b.base_offset < base);
+        let mut batches = Vec::new();
+        let mut total = 0u64;
+        for cached in state.tail.range(start..) {
+            if cached.base_offset >= next {
+                break;
+            }
+            total += cached.bytes.len() as u64;
+            batches.push(cached.bytes.clone());
+        }
+        // The same bytes as the file's (a rewritten segment's batches are
+        // never cached: its swap evicts them).
+        let first = batches.first().map(|_| state.tail[start].base_offset);
+        (first == Some(base) && total == size).then_some(batches)
     }
 
     /// Drops cached batches that end below `offset`.
