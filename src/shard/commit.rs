@@ -235,12 +235,11 @@ mod tests {
             let indexed = |path: &std::path::Path| {
                 path.with_extension("index").exists() && path.with_extension("timeindex").exists()
             };
-            let closed: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            let mut closed: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
                 .expect("dir")
                 .map(|entry| entry.expect("entry").path())
                 .filter(|path| path.extension().is_some_and(|e| e == "log"))
                 .collect();
-            let mut closed = closed;
             closed.sort();
             closed.pop(); // the active segment: indexed at close
             assert!(closed.len() >= 2);

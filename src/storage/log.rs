@@ -983,8 +983,9 @@ impl PartitionLog {
     }
 
     /// Deletes the oldest segments whose every offset is below `offset`:
-    /// only closed, trimmed, fully durable ones, oldest first, never the active segment. The log then starts
-    /// at the first remaining segment. Returns how many were deleted.
+    /// only closed, trimmed, fully durable ones, oldest first, never the
+    /// active segment. The log then starts at the first remaining segment.
+    /// Returns how many were deleted.
     ///
     /// Files go index files first, then the `.log`, then the directory is
     /// synced: a crash part-way leaves a log that starts later, never a
@@ -1056,24 +1057,15 @@ impl PartitionLog {
     /// when the tail cache holds all of them (each a clone of the cached
     /// buffer); `None` otherwise.
     fn cached_segment(&self, base: Offset, next: Offset, size: u64) -> Option<Vec<Bytes>> {
-        let state = self.state.borrow();
-        if state.tail.front()?.base_offset > base {
-            return None;
-        }
-        let start = state.tail.partition_point(|b| b.base_offset < base);
-        let mut batches = Vec::new();
-        let mut total = 0u64;
-        for cached in state.tail.range(start..) {
-            if cached.base_offset >= next {
-                break;
-            }
-            total += cached.bytes.len() as u64;
-            batches.push(cached.bytes.clone());
-        }
+        let batches = self.read_cached(base, usize::MAX, next)?;
+        let starts_at_base = batches
+            .first()
+            .and_then(|first| BatchHeader::parse(first))
+            .is_some_and(|header| header.base_offset == base.0);
+        let total: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
         // The same bytes as the file's (a rewritten segment's batches are
         // never cached: its swap evicts them).
-        let first = batches.first().map(|_| state.tail[start].base_offset);
-        (first == Some(base) && total == size).then_some(batches)
+        (starts_at_base && total == size).then_some(batches)
     }
 
     /// Drops cached batches that end below `offset`.

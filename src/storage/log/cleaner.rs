@@ -662,33 +662,36 @@ impl PartitionLog {
 /// the cleaner's I/O does not queue beside produce's), else from the
 /// file, throttled. The cached buffers are shared, not copied; holding
 /// them keeps at most one segment's worth alive past an eviction.
-enum Batches<'a> {
+struct Batches<'a> {
+    from: Source<'a>,
+    /// The pass's bytes read from files and from the cache.
+    reads: &'a Cell<(u64, u64)>,
+}
+
+enum Source<'a> {
     Cached {
         batches: Vec<Bytes>,
         next: usize,
-        reads: &'a Cell<(u64, u64)>,
     },
     File {
         segment: &'a Cleanable,
         position: u64,
-        reads: &'a Cell<(u64, u64)>,
     },
 }
 
 impl<'a> Batches<'a> {
     fn of(log: &'a PartitionLog, segment: &'a Cleanable) -> Self {
-        let reads = &log.cleaner_reads;
-        match log.cached_segment(segment.base_offset, segment.next_offset, segment.size) {
-            Some(batches) => Batches::Cached {
-                batches,
-                next: 0,
-                reads,
-            },
-            None => Batches::File {
+        let from = match log.cached_segment(segment.base_offset, segment.next_offset, segment.size)
+        {
+            Some(batches) => Source::Cached { batches, next: 0 },
+            None => Source::File {
                 segment,
                 position: 0,
-                reads,
             },
+        };
+        Batches {
+            from,
+            reads: &log.cleaner_reads,
         }
     }
 
@@ -701,12 +704,9 @@ impl<'a> Batches<'a> {
     ) -> Result<bool, StorageError> {
         let mut scanned = 0usize;
         let mut stopped = false;
-        match self {
-            Batches::Cached {
-                batches,
-                next,
-                reads,
-            } => {
+        let (files, cache) = self.reads.get();
+        match &mut self.from {
+            Source::Cached { batches, next } => {
                 while let Some(batch) = batches.get(*next) {
                     let header = BatchHeader::parse(batch)
                         .ok_or_else(|| StorageError::CorruptMessage("cached batch".into()))?;
@@ -720,15 +720,10 @@ impl<'a> Batches<'a> {
                         break;
                     }
                 }
-                let (files, cache) = reads.get();
-                reads.set((files, cache + scanned as u64));
+                self.reads.set((files, cache + scanned as u64));
                 Ok(!stopped && *next < batches.len())
             }
-            Batches::File {
-                segment,
-                position,
-                reads,
-            } => {
+            Source::File { segment, position } => {
                 let (stopped_at, end) = segment::scan_reading(
                     &segment.file,
                     &segment.path,
@@ -749,8 +744,7 @@ impl<'a> Batches<'a> {
                     },
                 )
                 .await?;
-                let (files, cache) = reads.get();
-                reads.set((files + (stopped_at - *position), cache));
+                self.reads.set((files + (stopped_at - *position), cache));
                 throttle.observe(stopped_at - *position).await;
                 *position = stopped_at;
                 Ok(!stopped && end == ScanEnd::Stopped)
