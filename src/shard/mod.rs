@@ -620,6 +620,7 @@ impl Shard {
                     log = %log.dir().display(),
                     keys = outcome.keys,
                     segments_rewritten = outcome.segments_rewritten,
+                    segments_written = outcome.segments_written,
                     records_removed = outcome.records_removed,
                     bytes_before = outcome.bytes_before,
                     bytes_after = outcome.bytes_after,

@@ -214,6 +214,12 @@ pub struct PartitionLog {
     tombstone_deadline: Cell<Option<i64>>,
     /// Bytes the pass in progress read from files and from the tail cache.
     cleaner_reads: Cell<(u64, u64)>,
+    /// `.log` files of segments the cleaner merged into an earlier one that
+    /// a failure left on disk (the log no longer holds them). Removed
+    /// before the next swap or delete: recovery reads such a file as the
+    /// older copy of what the merged segment holds only while that merged
+    /// segment is the one that replaced it.
+    merged_away: RefCell<Vec<PathBuf>>,
     /// The relaxed flush policy's state: records written since the last
     /// fdatasync, when that was, and the files written but not synced.
     unsynced_records: Cell<i64>,
@@ -341,6 +347,7 @@ impl PartitionLog {
             cleaning: Cell::new(false),
             cleaned_to: Cell::new(cleaned_to),
             cleaner_reads: Cell::new((0, 0)),
+            merged_away: RefCell::new(Vec::new()),
             // Unknown after a restart: the first look goes through the
             // tombstones once to learn when the next one is due.
             tombstone_deadline: Cell::new((cleaned_to > Offset(0)).then_some(0)),
@@ -1000,6 +1007,7 @@ impl PartitionLog {
         .await?;
         let _indexing =
             take_turn(&self.index_turn, "waiting to delete segments of", &self.dir).await?;
+        self.remove_merged_away().await?;
         let doomed: Vec<Segment> = {
             let mut state = self.state.borrow_mut();
             let mut doomed = Vec::new();
@@ -1038,19 +1046,33 @@ impl PartitionLog {
         // Reads in flight keep their own handles on the files.
         drop(doomed);
         glommio::executor()
-            .spawn_blocking(move || {
-                for path in paths {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(StorageError::io("removing", path)(e)),
-                    }
-                }
-                Ok(())
-            })
+            .spawn_blocking(move || remove_files(&paths))
             .await?;
         sync_dir(&self.dir).await?;
         Ok(count)
+    }
+
+    /// Removes the files of segments merged away that a failed swap left
+    /// (see `merged_away`), after syncing the directory: the rename that
+    /// put the merged segment in their place must be on disk first. Call
+    /// with `segments_turn` held.
+    async fn remove_merged_away(&self) -> Result<(), StorageError> {
+        let paths = self.merged_away.borrow().clone();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        sync_dir(&self.dir).await?;
+        let removing = paths.clone();
+        glommio::executor()
+            .spawn_blocking(move || remove_files(&removing))
+            .await?;
+        self.merged_away.borrow_mut().retain(|p| !paths.contains(p));
+        Ok(())
+    }
+
+    /// Notes `.log` files the cleaner merged away, for [`Self::remove_merged_away`].
+    fn merged_away(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.merged_away.borrow_mut().extend(paths);
     }
 
     /// The cached batches of the segment `[base, next)` of `size` bytes,
@@ -1335,6 +1357,18 @@ pub(super) async fn write_offset_checkpoint(
         vec![(dir.join(name), offset.0.to_string().into_bytes())],
     )
     .await
+}
+
+/// Removes each file that exists (blocking: for glommio's blocking pool).
+fn remove_files(paths: &[PathBuf]) -> Result<(), StorageError> {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("removing", path)(e)),
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
