@@ -26,6 +26,10 @@ pub enum StorageError {
         high_watermark: Offset,
     },
     #[error(
+        "an earlier directory sync of {path} failed; the files of segments merged away stay there until a restart"
+    )]
+    SyncFailedBefore { path: PathBuf },
+    #[error(
         "segment {path} holds a batch at offset {found} where {expected} or later was expected"
     )]
     OffsetsOutOfOrder {

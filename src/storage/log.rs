@@ -220,6 +220,9 @@ pub struct PartitionLog {
     /// older copy of what the merged segment holds only while that merged
     /// segment is the one that replaced it.
     merged_away: RefCell<Vec<PathBuf>>,
+    /// A directory sync for those removals failed: a retry may report
+    /// success without the rename on disk, so they stay for recovery.
+    merged_away_stuck: Cell<bool>,
     /// The relaxed flush policy's state: records written since the last
     /// fdatasync, when that was, and the files written but not synced.
     unsynced_records: Cell<i64>,
@@ -348,6 +351,7 @@ impl PartitionLog {
             cleaned_to: Cell::new(cleaned_to),
             cleaner_reads: Cell::new((0, 0)),
             merged_away: RefCell::new(Vec::new()),
+            merged_away_stuck: Cell::new(false),
             // Unknown after a restart: the first look goes through the
             // tombstones once to learn when the next one is due.
             tombstone_deadline: Cell::new((cleaned_to > Offset(0)).then_some(0)),
@@ -766,7 +770,7 @@ impl PartitionLog {
                     let file = s.file.clone()?;
                     let position = s.index.lookup(s.relative(offset)).0;
                     Some((
-                        s.base_offset,
+                        s.next_offset,
                         file,
                         s.log_path.clone(),
                         position,
@@ -774,7 +778,7 @@ impl PartitionLog {
                     ))
                 })
             };
-            let Some((base_offset, file, path, position, end)) = location else {
+            let Some((segment_end, file, path, position, end)) = location else {
                 return Ok(outcome(Vec::new()));
             };
             let mut batches = Vec::new();
@@ -797,14 +801,21 @@ impl PartitionLog {
             if !batches.is_empty() {
                 return Ok(outcome(batches));
             }
-            // Nothing here at or after `offset`: try the next segment.
-            let next = self
-                .state
-                .borrow()
-                .segments
-                .range(base_offset.next()..)
-                .next()
-                .map(|(base, _)| *base);
+            // Nothing here at or after `offset`: go on from where this
+            // segment ended. (By offset, not by the next segment in the map:
+            // a cleaner's swap during the scan may have merged the segments
+            // after this one into one that starts where this one did.)
+            let next = if segment_end > from_segment {
+                Some(segment_end)
+            } else {
+                // Segments are contiguous; this only guards the loop.
+                let state = self.state.borrow();
+                state
+                    .segments
+                    .range(from_segment.next()..)
+                    .next()
+                    .map(|(base, _)| *base)
+            };
             match next {
                 Some(next) if next < high_watermark => from_segment = next,
                 _ => return Ok(outcome(Vec::new())),
@@ -994,9 +1005,10 @@ impl PartitionLog {
     /// active segment. The log then starts at the first remaining segment.
     /// Returns how many were deleted.
     ///
-    /// Files go index files first, then the `.log`, then the directory is
-    /// synced: a crash part-way leaves a log that starts later, never a
-    /// hole, and recovery rebuilds any index it lacks.
+    /// Oldest first, each segment's index files, then its `.log`, then a
+    /// directory sync before the next segment: a crash part-way leaves a
+    /// log that starts later, never a hole (metadata reaches the disk in
+    /// any order between syncs), and recovery rebuilds any index it lacks.
     pub async fn delete_segments_before(&self, offset: Offset) -> Result<usize, StorageError> {
         // Not while the cleaner swaps a segment in.
         let _turn = take_turn(
@@ -1039,35 +1051,58 @@ impl PartitionLog {
             return Ok(0);
         }
         let count = doomed.len();
-        let paths: Vec<PathBuf> = doomed
+        let files: Vec<[PathBuf; 3]> = doomed
             .iter()
-            .flat_map(|s| [s.index_path(), s.time_index_path(), s.log_path.clone()])
+            .map(|s| [s.index_path(), s.time_index_path(), s.log_path.clone()])
             .collect();
         // Reads in flight keep their own handles on the files.
         drop(doomed);
-        glommio::executor()
-            .spawn_blocking(move || remove_files(&paths))
-            .await?;
-        sync_dir(&self.dir).await?;
+        for paths in files {
+            glommio::executor()
+                .spawn_blocking(move || remove_files(&paths))
+                .await?;
+            sync_dir(&self.dir).await?;
+        }
         Ok(count)
     }
 
-    /// Removes the files of segments merged away that a failed swap left
-    /// (see `merged_away`), after syncing the directory: the rename that
-    /// put the merged segment in their place must be on disk first. Call
-    /// with `segments_turn` held.
+    /// Removes the `.log` files of segments the cleaner merged away (see
+    /// `merged_away`), oldest first, after a directory sync (the rename
+    /// that put the merged segment in their place must be on disk first),
+    /// and with a sync after each: a crash leaves only the oldest of them
+    /// removed, which recovery reads right (it cuts the merged segment at
+    /// the first one left; with a later one removed and an earlier one left,
+    /// the later one's records would be nowhere). Call with
+    /// `segments_turn` held.
     async fn remove_merged_away(&self) -> Result<(), StorageError> {
-        let paths = self.merged_away.borrow().clone();
-        if paths.is_empty() {
+        if self.merged_away.borrow().is_empty() {
             return Ok(());
         }
-        sync_dir(&self.dir).await?;
-        let removing = paths.clone();
-        glommio::executor()
-            .spawn_blocking(move || remove_files(&removing))
-            .await?;
-        self.merged_away.borrow_mut().retain(|p| !paths.contains(p));
-        Ok(())
+        if self.merged_away_stuck.get() {
+            return Err(StorageError::SyncFailedBefore {
+                path: self.dir.clone(),
+            });
+        }
+        self.sync_for_merged_away().await?;
+        loop {
+            let Some(path) = self.merged_away.borrow().first().cloned() else {
+                return Ok(());
+            };
+            let removing = [path.clone()];
+            glommio::executor()
+                .spawn_blocking(move || remove_files(&removing))
+                .await?;
+            self.sync_for_merged_away().await?;
+            self.merged_away.borrow_mut().retain(|p| *p != path);
+        }
+    }
+
+    async fn sync_for_merged_away(&self) -> Result<(), StorageError> {
+        let synced = sync_dir(&self.dir).await;
+        if synced.is_err() {
+            self.merged_away_stuck.set(true);
+        }
+        synced
     }
 
     /// Notes `.log` files the cleaner merged away, for [`Self::remove_merged_away`].

@@ -27,11 +27,12 @@
 //!   `<first base>.log.cleaned` and synced; then the group's index files
 //!   are removed and the `.cleaned` file is renamed over the first
 //!   segment's `.log`; for a group of more than one, the directory is
-//!   synced and only then are the other segments' `.log` files removed. A
-//!   kill at any point leaves a valid log: the old segments; or the new
-//!   first one beside some old later ones, where recovery cuts the new one
-//!   at the next remaining segment's base (a batch reaching it ends a
-//!   segment), leaving those old segments' records as they were. Recovery
+//!   synced and only then are the other segments' `.log` files removed,
+//!   oldest first, with a directory sync after each. A kill at any point
+//!   leaves a valid log: the old segments; or the new first one beside the
+//!   newest few old ones, where recovery cuts the new one at the first of
+//!   them (a batch reaching the next segment's base ends a segment),
+//!   leaving their records as they were. Recovery
 //!   removes a stray `.cleaned` file and rebuilds missing index files. At
 //!   the end of the pass the directory is synced once and the new index
 //!   files are written. A `compacted` marker in the log directory, written
@@ -376,7 +377,8 @@ impl PartitionLog {
             .values()
             .take(closed)
             .take_while(|s| {
-                s.closed
+                s.file.is_some()
+                    && s.closed
                     && s.trimmed
                     && s.staged.is_empty()
                     && s.durable_bytes == s.size_bytes
@@ -618,7 +620,10 @@ impl PartitionLog {
         // Not while its old index files are being written.
         let _indexing =
             take_turn(&self.index_turn, "waiting to swap a segment of", &self.dir).await?;
-        self.remove_merged_away().await?;
+        if let Err(error) = self.remove_merged_away().await {
+            remove_quietly(&cleaned_path);
+            return Err(error);
+        }
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Ok(());
         };
@@ -1338,20 +1343,27 @@ mod tests {
         });
     }
 
-    /// Killed after a merge's rename but before (all of) the merged
-    /// segments' files were removed: the new first segment is cut where an
-    /// old one still stands, and that one keeps its records. Nothing is
-    /// lost, nothing is read twice, every key's latest record stays.
+    /// Killed after a merge's rename but before all of the merged
+    /// segments' files were removed (oldest first, so the newest stay): the
+    /// new first segment is cut where an old one still stands, and that one
+    /// keeps its records. Nothing is lost, nothing is read twice, every
+    /// key's latest record stays.
     #[test]
     fn a_crash_between_a_merge_and_its_removals_leaves_a_whole_log() {
         run(|dir| async move {
             let config = compacted();
             let log = open(&dir, config).await;
             let t = crate::types::now_ms();
+            // Keys written once stay through every pass: the merged
+            // segments hold live records of their own.
             for i in 0..600 {
                 let key = format!("key-{}", i % 40);
                 log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
                     .expect("append");
+                if i % 10 == 0 {
+                    log.append(&keyed(&format!("once-{i}"), Some("once"), t), t)
+                        .expect("append");
+                }
             }
             log.flush().await.expect("flush");
             let map = &mut OffsetMap::within(1 << 20);
@@ -1381,27 +1393,48 @@ mod tests {
                 "{merged:?}"
             );
             let after = contents(&log).await;
+            let merged_segments = log.state.borrow().segments.len();
             log.close().await.expect("close");
             drop(log);
 
-            // Every other removal lost.
-            let gone: Vec<&(PathBuf, Vec<u8>)> =
-                saved.iter().filter(|(p, _)| !p.exists()).collect();
-            assert!(gone.len() > 4, "{} segments merged away", gone.len());
-            for (path, bytes) in gone.iter().step_by(2) {
-                std::fs::write(path, bytes).expect("put back");
+            // Each merged group: its first file (now the new segment),
+            // then the files it replaced, now removed.
+            let mut groups: Vec<Vec<&(PathBuf, Vec<u8>)>> = Vec::new();
+            for file in &saved {
+                match groups.last_mut() {
+                    Some(group) if !file.0.exists() => group.push(file),
+                    _ => groups.push(Vec::new()),
+                }
+            }
+            groups.retain(|g| !g.is_empty());
+            assert!(groups.len() > 2, "{} groups merged", groups.len());
+            assert!(groups.iter().any(|g| g.len() > 2), "groups of more than 3");
+            // In some groups no removal reached the disk, in some one did,
+            // in some all but the last.
+            let mut put_back = 0;
+            for (n, group) in groups.iter().enumerate() {
+                let kept_removed = [0, 1, group.len() - 1][n % 3];
+                for (path, bytes) in group.iter().skip(kept_removed) {
+                    std::fs::write(path, bytes).expect("put back");
+                    put_back += 1;
+                }
             }
             let log = open(&dir, config).await;
             let recovered = contents(&log).await;
             for (offset, record) in &recovered {
                 assert_eq!(before.get(offset), Some(record), "at {offset}");
             }
-            for offset in after.keys() {
-                assert!(recovered.contains_key(offset), "{offset} lost");
+            for (offset, (key, _)) in &after {
+                assert!(recovered.contains_key(offset), "{offset} lost ({key:?})");
             }
-            assert!(recovered.len() > after.len(), "the old segments were read");
+            let segments = log.state.borrow().segments.len();
+            assert_eq!(
+                segments,
+                merged_segments + put_back,
+                "the old ones are read"
+            );
             assert_eq!(latest(&recovered, active), latest(&after, active));
-            assert_eq!(log.high_watermark(), Offset(1400));
+            assert_eq!(log.high_watermark(), Offset(1460));
 
             // The next pass merges again, and leaves no file behind.
             log.append(&keyed("key-0", Some("last"), t), t)
