@@ -26,7 +26,7 @@ pub enum StorageError {
         high_watermark: Offset,
     },
     #[error(
-        "an earlier directory sync of {path} failed; the files of segments merged away stay there until a restart"
+        "an earlier sync of directory {path} failed; no segment file there is removed until a restart"
     )]
     SyncFailedBefore { path: PathBuf },
     #[error(

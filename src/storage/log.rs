@@ -220,9 +220,11 @@ pub struct PartitionLog {
     /// older copy of what the merged segment holds only while that merged
     /// segment is the one that replaced it.
     merged_away: RefCell<Vec<PathBuf>>,
-    /// A directory sync for those removals failed: a retry may report
-    /// success without the rename on disk, so they stay for recovery.
-    merged_away_stuck: Cell<bool>,
+    /// A directory sync after a rename or a removal failed: a retry may
+    /// report success without that change on disk, so no more files are
+    /// removed (merged away or by retention) until a restart, and what is
+    /// left stays for recovery.
+    removals_stuck: Cell<bool>,
     /// The relaxed flush policy's state: records written since the last
     /// fdatasync, when that was, and the files written but not synced.
     unsynced_records: Cell<i64>,
@@ -351,7 +353,7 @@ impl PartitionLog {
             cleaned_to: Cell::new(cleaned_to),
             cleaner_reads: Cell::new((0, 0)),
             merged_away: RefCell::new(Vec::new()),
-            merged_away_stuck: Cell::new(false),
+            removals_stuck: Cell::new(false),
             // Unknown after a restart: the first look goes through the
             // tombstones once to learn when the next one is due.
             tombstone_deadline: Cell::new((cleaned_to > Offset(0)).then_some(0)),
@@ -1061,7 +1063,7 @@ impl PartitionLog {
             glommio::executor()
                 .spawn_blocking(move || remove_files(&paths))
                 .await?;
-            sync_dir(&self.dir).await?;
+            self.sync_before_removal().await?;
         }
         Ok(count)
     }
@@ -1072,18 +1074,15 @@ impl PartitionLog {
     /// and with a sync after each: a crash leaves only the oldest of them
     /// removed, which recovery reads right (it cuts the merged segment at
     /// the first one left; with a later one removed and an earlier one left,
-    /// the later one's records would be nowhere). Call with
-    /// `segments_turn` held.
+    /// the later one's records would be nowhere). Fails, removing nothing,
+    /// once a sync failed (`removals_stuck`). Call with `segments_turn`
+    /// held, before any other rename or removal.
     async fn remove_merged_away(&self) -> Result<(), StorageError> {
+        self.check_removals_unstuck()?;
         if self.merged_away.borrow().is_empty() {
             return Ok(());
         }
-        if self.merged_away_stuck.get() {
-            return Err(StorageError::SyncFailedBefore {
-                path: self.dir.clone(),
-            });
-        }
-        self.sync_for_merged_away().await?;
+        self.sync_before_removal().await?;
         loop {
             let Some(path) = self.merged_away.borrow().first().cloned() else {
                 return Ok(());
@@ -1092,15 +1091,33 @@ impl PartitionLog {
             glommio::executor()
                 .spawn_blocking(move || remove_files(&removing))
                 .await?;
-            self.sync_for_merged_away().await?;
+            self.sync_before_removal().await?;
             self.merged_away.borrow_mut().retain(|p| *p != path);
         }
     }
 
-    async fn sync_for_merged_away(&self) -> Result<(), StorageError> {
-        let synced = sync_dir(&self.dir).await;
+    fn check_removals_unstuck(&self) -> Result<(), StorageError> {
+        if self.removals_stuck.get() {
+            return Err(StorageError::SyncFailedBefore {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Syncs the log directory, so the renames and removals before are on
+    /// disk before the next removal; a failed sync (not a failed open)
+    /// stops removals, see `removals_stuck`.
+    async fn sync_before_removal(&self) -> Result<(), StorageError> {
+        let directory = glommio::io::Directory::open(&self.dir)
+            .await
+            .map_err(StorageError::glommio("opening directory", &self.dir))?;
+        let synced = directory
+            .sync()
+            .await
+            .map_err(StorageError::glommio("syncing directory", &self.dir));
         if synced.is_err() {
-            self.merged_away_stuck.set(true);
+            self.removals_stuck.set(true);
         }
         synced
     }

@@ -1330,15 +1330,32 @@ mod tests {
                 // by their sizes before cleaning, each alone) and what came
                 // before them in one or two.
                 assert!(closed.len() <= 7, "{} closed segments", closed.len());
-                assert!(closed.iter().all(|s| s.size_bytes <= config.segment_bytes));
             }
             let in_memory = log.state.borrow().segments.len();
             assert_eq!(segment_files(&dir).len(), in_memory, "no file left behind");
             log.close().await.expect("close");
             drop(log);
+            let indexes = std::fs::read_dir(&dir)
+                .expect("list")
+                .filter(|e| {
+                    let path = e.as_ref().expect("entry").path();
+                    path.extension().is_some_and(|x| x == "index")
+                })
+                .count();
+            assert_eq!(
+                indexes, in_memory,
+                "an index file for each segment, no more"
+            );
             let log = open(&dir, config).await;
             assert_eq!(contents(&log).await, after);
             assert_eq!(log.state.borrow().segments.len(), in_memory);
+            // The merged segments' index files were written and fit them.
+            let indexed = {
+                let state = log.state.borrow();
+                let closed = state.segments.values().rev().skip(1);
+                closed.filter(|s| s.indexes_written).count()
+            };
+            assert_eq!(indexed, in_memory - 1);
             log.close().await.expect("close");
         });
     }
@@ -1379,6 +1396,7 @@ mod tests {
             log.flush().await.expect("flush");
             let before = contents(&log).await;
             let active = active_base(&log);
+            let checkpoint = std::fs::read(dir.join(CLEANER_CHECKPOINT)).expect("checkpoint");
             let saved: Vec<(PathBuf, Vec<u8>)> = segment_files(&dir)
                 .into_iter()
                 .map(|p| {
@@ -1397,28 +1415,41 @@ mod tests {
             log.close().await.expect("close");
             drop(log);
 
-            // Each merged group: its first file (now the new segment),
-            // then the files it replaced, now removed.
-            let mut groups: Vec<Vec<&(PathBuf, Vec<u8>)>> = Vec::new();
+            // What a kill before the end of the pass leaves: the merged
+            // segments' index files not yet written, the checkpoint as it
+            // was, and of each merge's removed files (oldest first) none,
+            // some, or all but the last on disk.
+            let mut removed: Vec<Vec<&(PathBuf, Vec<u8>)>> = Vec::new();
             for file in &saved {
-                match groups.last_mut() {
-                    Some(group) if !file.0.exists() => group.push(file),
-                    _ => groups.push(Vec::new()),
+                if file.0.exists() {
+                    removed.push(Vec::new());
+                    for extension in ["index", "timeindex"] {
+                        let _ = std::fs::remove_file(file.0.with_extension(extension));
+                    }
+                } else if let Some(group) = removed.last_mut() {
+                    group.push(file);
                 }
             }
-            groups.retain(|g| !g.is_empty());
-            assert!(groups.len() > 2, "{} groups merged", groups.len());
-            assert!(groups.iter().any(|g| g.len() > 2), "groups of more than 3");
-            // In some groups no removal reached the disk, in some one did,
-            // in some all but the last.
+            std::fs::write(dir.join(CLEANER_CHECKPOINT), checkpoint).expect("checkpoint");
+            removed.retain(|g| !g.is_empty());
+            assert!(removed.len() > 2, "{} merges", removed.len());
             let mut put_back = 0;
-            for (n, group) in groups.iter().enumerate() {
-                let kept_removed = [0, 1, group.len() - 1][n % 3];
-                for (path, bytes) in group.iter().skip(kept_removed) {
+            let mut partly = 0;
+            for (n, group) in removed.iter().enumerate() {
+                let on_disk = match n % 3 {
+                    0 => 0,
+                    1 => 1.min(group.len() - 1),
+                    _ => group.len() - 1,
+                };
+                if on_disk > 0 {
+                    partly += 1;
+                }
+                for (path, bytes) in group.iter().skip(on_disk) {
                     std::fs::write(path, bytes).expect("put back");
                     put_back += 1;
                 }
             }
+            assert!(partly > 0, "a merge with some of its removals on disk");
             let log = open(&dir, config).await;
             let recovered = contents(&log).await;
             for (offset, record) in &recovered {
@@ -1440,9 +1471,13 @@ mod tests {
             log.append(&keyed("key-0", Some("last"), t), t)
                 .expect("append");
             log.flush().await.expect("flush");
-            log.clean(t + 30, map, &Throttle::unlimited())
-                .await
-                .expect("clean");
+            let again = log.clean(t + 30, map, &Throttle::unlimited()).await;
+            let again = again.expect("clean").expect("due");
+            assert!(
+                again.segments_written < again.segments_rewritten,
+                "{again:?}"
+            );
+            assert_eq!(contents(&log).await.len(), after.len() + 1);
             let in_memory = log.state.borrow().segments.len();
             assert_eq!(segment_files(&dir).len(), in_memory);
             log.close().await.expect("close");
