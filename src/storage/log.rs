@@ -1092,7 +1092,7 @@ impl PartitionLog {
                 .spawn_blocking(move || remove_files(&removing))
                 .await?;
             self.sync_before_removal().await?;
-            self.merged_away.borrow_mut().retain(|p| *p != path);
+            self.merged_away.borrow_mut().remove(0);
         }
     }
 
@@ -1109,9 +1109,7 @@ impl PartitionLog {
     /// disk before the next removal; a failed sync (not a failed open)
     /// stops removals, see `removals_stuck`.
     async fn sync_before_removal(&self) -> Result<(), StorageError> {
-        let directory = glommio::io::Directory::open(&self.dir)
-            .await
-            .map_err(StorageError::glommio("opening directory", &self.dir))?;
+        let directory = open_dir(&self.dir).await?;
         let synced = directory
             .sync()
             .await
@@ -1120,11 +1118,6 @@ impl PartitionLog {
             self.removals_stuck.set(true);
         }
         synced
-    }
-
-    /// Notes `.log` files the cleaner merged away, for [`Self::remove_merged_away`].
-    fn merged_away(&self, paths: impl IntoIterator<Item = PathBuf>) {
-        self.merged_away.borrow_mut().extend(paths);
     }
 
     /// The cached batches of the segment `[base, next)` of `size` bytes,
@@ -1423,10 +1416,14 @@ fn remove_files(paths: &[PathBuf]) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub(super) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let directory = glommio::io::Directory::open(dir)
+async fn open_dir(dir: &Path) -> Result<glommio::io::Directory, StorageError> {
+    glommio::io::Directory::open(dir)
         .await
-        .map_err(StorageError::glommio("opening directory", dir))?;
+        .map_err(StorageError::glommio("opening directory", dir))
+}
+
+pub(super) async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let directory = open_dir(dir).await?;
     directory
         .sync()
         .await

@@ -627,29 +627,27 @@ impl PartitionLog {
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Ok(());
         };
-        let all_there = {
+        // The group's index files, unless a segment of it is gone.
+        let index_paths: Option<Vec<PathBuf>> = {
             let state = self.state.borrow();
-            group
+            let old: Option<Vec<&Segment>> = group
                 .iter()
-                .all(|s| state.segments.contains_key(&s.base_offset))
+                .map(|s| state.segments.get(&s.base_offset))
+                .collect();
+            old.map(|old| {
+                old.iter()
+                    .flat_map(|s| [s.index_path(), s.time_index_path()])
+                    .collect()
+            })
         };
-        if !all_there {
+        let Some(index_paths) = index_paths else {
             remove_quietly(&cleaned_path);
             return Ok(());
-        }
+        };
         let marker = self.dir.join(COMPACTED_MARKER);
         if !marker.exists() {
             write_index_files(self.dir.clone(), vec![(marker, b"1\n".to_vec())]).await?;
         }
-        let index_paths: Vec<PathBuf> = group
-            .iter()
-            .flat_map(|s| {
-                [
-                    s.path.with_extension("index"),
-                    s.path.with_extension("timeindex"),
-                ]
-            })
-            .collect();
         let log_path = first.path.clone();
         glommio::executor()
             .spawn_blocking(move || -> Result<(), StorageError> {
@@ -680,7 +678,9 @@ impl PartitionLog {
         // then, recovery needs them); a failure leaves them to the next
         // swap or delete. The directory is synced once per pass otherwise.
         if group.len() > 1 {
-            self.merged_away(group[1..].iter().map(|s| s.path.clone()));
+            self.merged_away
+                .borrow_mut()
+                .extend(group[1..].iter().map(|s| s.path.clone()));
             self.remove_merged_away().await?;
         }
         // Reads in flight keep the old files open through their own
