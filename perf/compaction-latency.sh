@@ -65,6 +65,19 @@ total=$((rounds * 2 * (duration + 10) + 20))
 load=$!
 sleep 8
 
+# "broker,busy,iowait,steal,total": clock ticks of the broker's threads
+# (shards, io_uring workers, blocking pool: user + system), and of the
+# machine's CPUs busy (user, nice, system, irq, softirq), waiting for I/O,
+# stolen by the host, and all together.
+cpu_ticks() {
+    local broker
+    broker=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat")
+    awk -v broker="$broker" '/^cpu / {
+        busy = $2 + $3 + $4 + $7 + $8; total = 0
+        for (i = 2; i <= 11; i++) total += $i
+        print broker "," busy "," $6 "," $9 "," total }' /proc/stat
+}
+
 phases=()
 for round in $(seq 1 "$rounds"); do
     for phase in A B; do
@@ -72,12 +85,13 @@ for round in $(seq 1 "$rounds"); do
         topic alter --topic load --add-config cleanup.policy=$policy
         sleep 3
         before=$(grep -c "log compacted" "$BROKER_LOG" || true)
+        cpu_before=$(cpu_ticks)
         echo "== round $round, phase $phase (cleanup.policy=$policy)"
         "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name "latency-$phase$round" \
             --out-dir "$out" --workload perf/workloads/latency-100b-50k.toml \
             --duration-seconds "$duration" --rate "$latency_rate" | tee "$out/latency-$phase$round.txt" | grep -E "^(produce ack|end to end|verification)"
         after=$(grep -c "log compacted" "$BROKER_LOG" || true)
-        phases+=("$phase$round:$((after - before))")
+        phases+=("$phase$round:$((after - before)):$cpu_before:$(cpu_ticks)")
     done
 done
 kill "$load" 2>/dev/null || true
@@ -85,17 +99,34 @@ wait "$load" 2>/dev/null || true
 cp "$BROKER_LOG" "$out/broker.log"
 
 python3 - "$out" "${phases[@]}" <<'PY'
-import glob, json, statistics, sys
+import glob, json, os, statistics, sys
 out, phases = sys.argv[1], sys.argv[2:]
 rows = {"A": [], "B": []}
-print(f"{'phase':<7}{'cleaner passes':>15}{'p50':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'e2e p99':>9}  (produce ack, ms)")
+usage = {"A": [], "B": []}
+tick = os.sysconf("SC_CLK_TCK")
+print(f"{'phase':<7}{'cleaner passes':>15}{'p50':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'e2e p99':>9}"
+      f"  (produce ack, ms)  broker cores, machine busy / iowait / steal %")
+recorded = []
 for entry in phases:
-    name, passes = entry.split(":")
+    name, passes, start, end = entry.split(":")
     result = json.load(open(sorted(glob.glob(f"{out}/latency-{name}-*.json"))[-1]))
     ack, e2e = result["produce_ack_latency"], result["end_to_end_latency"]
     row = [ack["p50_us"], ack["p99_us"], ack["p99_9_us"], ack["max_us"], e2e["p99_us"]]
     rows[name[0]].append(row)
-    print(f"{name:<7}{passes:>15}" + "".join(f"{v / 1000:>9.2f}" for v in row))
+    # Over the whole bench run of the phase (warm-up and drain too).
+    d = [b - a for a, b in zip(map(int, start.split(",")), map(int, end.split(",")))]
+    seconds = d[4] / tick / (os.cpu_count() or 1)
+    use = [d[0] / tick / seconds] + [100 * x / d[4] for x in d[1:4]]
+    usage[name[0]].append(use)
+    recorded.append({"phase": name, "cleaner_passes": int(passes), "broker_cores": use[0],
+                     "busy_percent": use[1], "iowait_percent": use[2], "steal_percent": use[3]})
+    print(f"{name:<7}{passes:>15}" + "".join(f"{v / 1000:>9.2f}" for v in row)
+          + f"  {use[0]:>19.2f}, {use[1]:.0f} / {use[2]:.0f} / {use[3]:.0f}")
+json.dump(recorded, open(f"{out}/phases.json", "w"), indent=1)
+for phase in "AB":
+    if usage[phase]:
+        m = [statistics.median(c) for c in zip(*usage[phase])]
+        print(f"{phase} median: broker {m[0]:.2f} cores, machine busy {m[1]:.0f}%, iowait {m[2]:.0f}%, steal {m[3]:.0f}%")
 for phase in "AB":
     medians = [statistics.median(column) for column in zip(*rows[phase])]
     print(f"{phase + ' med':<7}{'':>15}" + "".join(f"{v / 1000:>9.2f}" for v in medians))
