@@ -74,12 +74,46 @@ fn assert_verified(result: &serde_json::Value, driver: &str) {
     }
     assert!(result["produce_ack_latency"]["count"].as_u64() > Some(0));
     assert!(result["end_to_end_latency"]["count"].as_u64() > Some(0));
+    assert_p99_by_second(result);
     assert!(
         result["flush_policy"]
             .as_str()
             .is_some_and(|p| p.starts_with("durable")),
         "tidelog's flush policy is named"
     );
+}
+
+/// Every measured second of the timeline has its own ack p99, none of
+/// the warm-up's, each within the whole run's slowest acknowledgement.
+fn assert_p99_by_second(result: &serde_json::Value) {
+    let warmup = result["workload"]["warmup_seconds"]
+        .as_u64()
+        .expect("warm-up");
+    let duration = result["workload"]["duration_seconds"]
+        .as_u64()
+        .expect("duration");
+    let max_ms = result["produce_ack_latency"]["max_us"]
+        .as_f64()
+        .expect("max")
+        / 1000.0;
+    let timeline = result["timeline"].as_array().expect("timeline");
+    let mut measured = 0;
+    for second in timeline {
+        let at = second["second"].as_u64().expect("second");
+        let p99 = second.get("ack_p99_ms").and_then(|p| p.as_f64());
+        if at < warmup {
+            assert_eq!(p99, None, "a warm-up second has no p99: {second}");
+        } else if at < warmup + duration {
+            let p99 = p99.unwrap_or_else(|| panic!("a measured second has its p99: {second}"));
+            // Two significant digits per second: within 1% of the exact max.
+            assert!(
+                p99 > 0.0 && p99 <= max_ms * 1.01,
+                "{p99} ms, max {max_ms} ms"
+            );
+            measured += 1;
+        }
+    }
+    assert_eq!(measured, duration, "{timeline:?}");
 }
 
 const SHORT_RUN: &[&str] = &[

@@ -89,7 +89,7 @@ impl ProducerContext for DeliveryTally {
                 }
                 if self.plan.measured(sent.intended_ns) {
                     let latency_ns = now_ns.saturating_sub(sent.intended_ns);
-                    tally.ack_latency.saturating_record(latency_ns);
+                    tally.record_ack(&self.plan, sent.intended_ns, latency_ns);
                     Live::max(&live.ack_max_ns, latency_ns);
                 }
                 Live::add(&live.acked, 1);

@@ -187,6 +187,13 @@ impl Plan {
         intended_ns >= self.clock.epoch_ns(self.measure_from)
     }
 
+    /// The measured second (0 = the first after the warm-up) a record
+    /// intended at `intended_ns` was due in; `None` during the warm-up.
+    pub fn measured_second(&self, intended_ns: u64) -> Option<usize> {
+        let since = intended_ns.checked_sub(self.clock.epoch_ns(self.measure_from))?;
+        usize::try_from(since / 1_000_000_000).ok()
+    }
+
     /// The consumers' deadline.
     pub fn drain_until(&self) -> Instant {
         self.produce_until + ACK_TIMEOUT + DRAIN_TIMEOUT
@@ -280,10 +287,22 @@ pub fn latency_histogram() -> Histogram<u64> {
     }
 }
 
+/// A coarser latency histogram in ns (2 significant digits), one per
+/// measured second.
+fn second_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1_000, LATENCY_NS_MAX, 2) {
+        Ok(histogram) => histogram,
+        Err(e) => unreachable!("constant histogram bounds are valid: {e}"),
+    }
+}
+
 /// What one producer saw.
 #[derive(Debug)]
 pub struct ProducerTally {
     pub ack_latency: Histogram<u64>,
+    /// The same acknowledgements by the measured second their records were
+    /// due in (index 0 = the first second after the warm-up).
+    pub ack_latency_by_second: Vec<Histogram<u64>>,
     /// Acknowledged records per partition (index = partition).
     pub acked_per_partition: Vec<u64>,
     pub sent: u64,
@@ -295,11 +314,26 @@ impl ProducerTally {
     pub fn new(partitions: i32) -> Self {
         ProducerTally {
             ack_latency: latency_histogram(),
+            ack_latency_by_second: Vec::new(),
             acked_per_partition: vec![0; partitions.max(0) as usize],
             sent: 0,
             errors: 0,
             first_error: None,
         }
+    }
+
+    /// Records the acknowledgement of a record intended at `intended_ns`
+    /// after `latency_ns`, if it is measured.
+    pub fn record_ack(&mut self, plan: &Plan, intended_ns: u64, latency_ns: u64) {
+        let Some(second) = plan.measured_second(intended_ns) else {
+            return;
+        };
+        self.ack_latency.saturating_record(latency_ns);
+        if self.ack_latency_by_second.len() <= second {
+            self.ack_latency_by_second
+                .resize_with(second + 1, second_histogram);
+        }
+        self.ack_latency_by_second[second].saturating_record(latency_ns);
     }
 
     pub fn error(&mut self, records: u64, message: impl FnOnce() -> String) {

@@ -548,11 +548,7 @@ async fn read_produce_answers(
                     }
                     tally.acked_per_partition[part.partition as usize] += count;
                     for intended_ns in &part.intended_ns {
-                        if plan.measured(*intended_ns) {
-                            tally
-                                .ack_latency
-                                .saturating_record(now_ns.saturating_sub(*intended_ns));
-                        }
+                        tally.record_ack(&plan, *intended_ns, now_ns.saturating_sub(*intended_ns));
                     }
                     // The first record of a batch waited longest.
                     if let Some(first) = part.intended_ns.first()

@@ -95,6 +95,11 @@ pub struct Second {
     /// The slowest end-to-end latency in this second, ms.
     #[serde(default)]
     pub end_to_end_max_ms: f64,
+    /// p99 of the acknowledgement latency of the records due to be sent in
+    /// this second, ms (measured seconds only): latency over time that one
+    /// slow moment does not hide, as it does a whole run's p99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_p99_ms: Option<f64>,
 }
 
 /// Throughput over the measured window.
@@ -287,6 +292,7 @@ pub fn sample_every_second(plan: &Plan, progress: bool) -> Vec<Second> {
             errors: delta[5],
             ack_max_ms: take_ms(&live.ack_max_ns),
             end_to_end_max_ms: take_ms(&live.end_to_end_max_ns),
+            ack_p99_ms: None,
         };
         if progress {
             let phase = if second.second < warmup {
@@ -332,9 +338,28 @@ impl BenchResult {
         options: &RunOptions,
         flush_policy: String,
         outcome: DriverOutcome,
-        timeline: Vec<Second>,
+        mut timeline: Vec<Second>,
     ) -> BenchResult {
         let workload = &plan.workload;
+        let mut by_second: Vec<Histogram<u64>> = Vec::new();
+        for tally in &outcome.producers {
+            for (second, histogram) in tally.ack_latency_by_second.iter().enumerate() {
+                match by_second.get_mut(second) {
+                    Some(merged) => {
+                        let _ = merged.add(histogram);
+                    }
+                    None => by_second.push(histogram.clone()),
+                }
+            }
+        }
+        let measured_from = usize::try_from(workload.warmup_seconds).unwrap_or(usize::MAX);
+        for (second, histogram) in by_second.iter().enumerate() {
+            if let Some(entry) = timeline.get_mut(measured_from.saturating_add(second))
+                && !histogram.is_empty()
+            {
+                entry.ack_p99_ms = Some(histogram.value_at_quantile(0.99) as f64 / 1e6);
+            }
+        }
         let mut ack_latency = latency_histogram();
         let mut acked_per_partition = vec![0u64; workload.partitions as usize];
         let (mut sent, mut produce_errors, mut first_produce_error) = (0, 0, None);
