@@ -104,14 +104,18 @@ out, phases = sys.argv[1], sys.argv[2:]
 rows = {"A": [], "B": []}
 usage = {"A": [], "B": []}
 tick = os.sysconf("SC_CLK_TCK")
-print(f"{'phase':<7}{'cleaner passes':>15}{'p50':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'e2e p99':>9}"
-      f"  (produce ack, ms)  broker cores, machine busy / iowait / steal %")
+print(f"{'phase':<7}{'cleaner passes':>15}{'p50':>9}{'p99':>9}{'p99.9':>9}{'max':>9}{'e2e p99':>9}{'p99/s':>9}"
+      f"  (produce ack, ms; p99/s: median of the seconds' p99)  broker cores, machine busy / iowait / steal %")
 recorded = []
 for entry in phases:
     name, passes, start, end = entry.split(":")
     result = json.load(open(sorted(glob.glob(f"{out}/latency-{name}-*.json"))[-1]))
     ack, e2e = result["produce_ack_latency"], result["end_to_end_latency"]
-    row = [ack["p50_us"], ack["p99_us"], ack["p99_9_us"], ack["max_us"], e2e["p99_us"]]
+    # The median over the phase's seconds of each second's own p99: what a
+    # host stall of a second or two leaves of the phase's p99.
+    by_second = [t["ack_p99_ms"] * 1000 for t in result["timeline"] if t.get("ack_p99_ms")]
+    row = [ack["p50_us"], ack["p99_us"], ack["p99_9_us"], ack["max_us"], e2e["p99_us"],
+           statistics.median(by_second) if by_second else 0]
     rows[name[0]].append(row)
     # Over the whole bench run of the phase (warm-up and drain too).
     d = [b - a for a, b in zip(map(int, start.split(",")), map(int, end.split(",")))]
@@ -121,7 +125,7 @@ for entry in phases:
     recorded.append({"phase": name, "cleaner_passes": int(passes), "broker_cores": use[0],
                      "busy_percent": use[1], "iowait_percent": use[2], "steal_percent": use[3]})
     print(f"{name:<7}{passes:>15}" + "".join(f"{v / 1000:>9.2f}" for v in row)
-          + f"  {use[0]:>19.2f}, {use[1]:.0f} / {use[2]:.0f} / {use[3]:.0f}")
+          + f"  {use[0]:>10.2f}, {use[1]:.0f} / {use[2]:.0f} / {use[3]:.0f}")
 json.dump(recorded, open(f"{out}/phases.json", "w"), indent=1)
 for phase in "AB":
     if usage[phase]:

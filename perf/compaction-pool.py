@@ -5,11 +5,13 @@ with the A/A control set.
 
     perf/compaction-pool.py control=DIR[,DIR...] NAME=DIR[,DIR...] ...
 
-DIR is a run's results directory (bench-results/compaction-*). Prints, per
-set, the number of rounds and the median and quartiles of the p99 and p50
-ratios; per set against `control`, the ratio of their p99 medians with a
-95% bootstrap interval (rounds resampled 5,000 times) and a two-sided
-Mann-Whitney U test (normal approximation).
+DIR is a run's results directory (bench-results/compaction-*). For each
+metric (the phase's p99; the median over its seconds of each second's own
+p99, where the results have it; the phase's p50) it prints, per set, the
+number of rounds and the median and quartiles of the B/A ratios, and per
+set against `control` the ratio of their medians with a 95% bootstrap
+interval (rounds resampled 5,000 times) and a two-sided Mann-Whitney U
+test (normal approximation).
 """
 import glob
 import json
@@ -21,25 +23,33 @@ import sys
 
 
 def rounds(directory):
-    """{(phase, round): (p50, p99)} of produce-ack latency, in µs."""
+    """{(phase, round): {metric: value}} of produce-ack latency, in µs:
+    the phase's p50 and p99, and (from results that have it) the median
+    over its measured seconds of each second's own p99."""
     found = {}
     for path in glob.glob(f"{directory}/latency-*-*.json"):
         match = re.search(r"latency-([AB])(\d+)-", path)
         if not match:
             continue
-        ack = json.load(open(path))["produce_ack_latency"]
-        found[(match.group(1), int(match.group(2)))] = (ack["p50_us"], ack["p99_us"])
+        result = json.load(open(path))
+        ack = result["produce_ack_latency"]
+        metrics = {"p50": ack["p50_us"], "p99": ack["p99_us"]}
+        by_second = [s["ack_p99_ms"] * 1000 for s in result["timeline"] if s.get("ack_p99_ms")]
+        if by_second:
+            metrics["p99 by second"] = statistics.median(by_second)
+        found[(match.group(1), int(match.group(2)))] = metrics
     return found
 
 
 def ratios(directories):
+    """Each B phase's metrics over those of the A just before it."""
     out = []
     for directory in directories:
         phases = rounds(directory)
-        for (phase, number), (p50, p99) in sorted(phases.items()):
+        for (phase, number), metrics in sorted(phases.items()):
             before = phases.get(("A", number))
-            if phase == "B" and before and before[0] and before[1]:
-                out.append((p50 / before[0], p99 / before[1]))
+            if phase == "B" and before:
+                out.append({k: v / before[k] for k, v in metrics.items() if before.get(k)})
     return out
 
 
@@ -65,31 +75,28 @@ def main():
     for argument in sys.argv[1:]:
         name, _, directories = argument.partition("=")
         sets[name] = ratios(directories.split(","))
-    for name, pairs in sets.items():
-        if len(pairs) < 2:
-            print(f"{name}: fewer than two rounds")
-            continue
-        p99 = [p for _, p in pairs]
-        q = statistics.quantiles(p99, n=4)
-        p50 = statistics.median(p for p, _ in pairs)
-        print(f"{name:<10} rounds {len(pairs):>3}  p99 ratio median {statistics.median(p99):.3f}"
-              f" (quartiles {q[0]:.3f}-{q[2]:.3f})  p50 ratio median {p50:.3f}")
-    control = [p for _, p in sets.get("control", [])]
-    if len(control) < 2:
-        return
     rng = random.Random(1)
-    for name, pairs in sets.items():
-        x = [p for _, p in pairs]
-        if name == "control" or len(x) < 2:
-            continue
-        boots = sorted(
-            statistics.median(rng.choices(x, k=len(x)))
-            / statistics.median(rng.choices(control, k=len(control)))
-            for _ in range(5000)
-        )
-        z, p = mann_whitney(x, control)
-        print(f"{name} vs control: p99 medians {statistics.median(x) / statistics.median(control):.3f}"
-              f" (95% bootstrap {boots[125]:.3f}-{boots[4874]:.3f}), Mann-Whitney z {z:.2f} p {p:.3f}")
+    for metric in ("p99", "p99 by second", "p50"):
+        print(f"-- {metric}: B/A")
+        control = [r[metric] for r in sets.get("control", []) if metric in r]
+        for name, pairs in sets.items():
+            x = [r[metric] for r in pairs if metric in r]
+            if len(x) < 2:
+                continue
+            q = statistics.quantiles(x, n=4)
+            line = (f"{name:<12} rounds {len(x):>3}  median {statistics.median(x):.3f}"
+                    f" (quartiles {q[0]:.3f}-{q[2]:.3f})")
+            if name != "control" and len(control) >= 2:
+                boots = sorted(
+                    statistics.median(rng.choices(x, k=len(x)))
+                    / statistics.median(rng.choices(control, k=len(control)))
+                    for _ in range(5000)
+                )
+                z, p = mann_whitney(x, control)
+                line += (f"  vs control {statistics.median(x) / statistics.median(control):.3f}"
+                         f" (95% bootstrap {boots[125]:.3f}-{boots[4874]:.3f}),"
+                         f" Mann-Whitney p {p:.3f}")
+            print(line)
 
 
 main()
