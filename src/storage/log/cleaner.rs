@@ -1485,6 +1485,108 @@ mod tests {
     }
 
     #[test]
+    fn a_read_in_flight_across_a_merge_skips_nothing() {
+        run(|dir| async move {
+            // No tail cache: every read goes to the segment files.
+            let log = open_with_cache(&dir, compacted(), 0).await;
+            let t = crate::types::now_ms();
+            let append = |i: usize| {
+                let key = format!("key-{}", i % 40);
+                log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
+                    .expect("append");
+                if i < 600 && i.is_multiple_of(10) {
+                    log.append(&keyed(&format!("once-{i}"), Some("once"), t), t)
+                        .expect("append");
+                }
+            };
+            (0..600).for_each(append);
+            log.flush().await.expect("flush");
+            let map = &mut OffsetMap::within(1 << 20);
+            log.clean(t + 10, map, &Throttle::unlimited())
+                .await
+                .expect("clean")
+                .expect("due");
+            (600..1400).for_each(append);
+            log.flush().await.expect("flush");
+            let before = contents(&log).await;
+            // Offsets in the gap the first pass left at the end of a closed
+            // segment: a read there finds nothing in its segment and has to
+            // go on to the next.
+            let ranges: Vec<(i64, i64)> = log
+                .state
+                .borrow()
+                .segments
+                .values()
+                .map(|s| (s.base_offset.0, s.next_offset.0))
+                .collect();
+            let gaps: Vec<(i64, i64, Offset)> = ranges[..ranges.len() - 1]
+                .iter()
+                .filter_map(|&(base, next)| {
+                    let (last, _) = before.range(base..next).next_back()?;
+                    (last + 1 < next).then_some((base, next, Offset(last + 1)))
+                })
+                .collect();
+            assert!(gaps.len() > 3, "{gaps:?} in {ranges:?}");
+
+            // Each read starts (and waits on its segment's file) before the
+            // second pass merges segments, and ends after it.
+            let mut reads: Vec<_> = gaps
+                .iter()
+                .map(|&(_, _, offset)| Box::pin(log.read(offset, 1 << 16)))
+                .collect();
+            let mut done = Vec::new();
+            for read in &mut reads {
+                done.push(futures_lite::future::poll_once(read.as_mut()).await);
+            }
+            let second = log.clean(t + 20, map, &Throttle::unlimited()).await;
+            let second = second.expect("clean").expect("due");
+            assert!(
+                second.segments_rewritten > second.segments_written,
+                "{second:?}"
+            );
+            let after = contents(&log).await;
+            let mut merged_under_a_read = 0;
+            for ((read, first_poll), &(base, old_next, offset)) in
+                reads.into_iter().zip(done).zip(&gaps)
+            {
+                let in_flight = first_poll.is_none();
+                let outcome = match first_poll {
+                    Some(outcome) => outcome,
+                    None => read.await,
+                }
+                .expect("read");
+                let mut first = None;
+                for batch in &outcome.batches {
+                    let header = BatchHeader::parse(batch).expect("header");
+                    compact::for_each_record(batch, &header, |r| {
+                        if r.offset >= offset.0 && first.is_none() {
+                            first = Some(r.offset);
+                        }
+                    })
+                    .expect("records");
+                }
+                let expected = after.range(offset.0..).next().map(|(o, _)| *o);
+                assert_eq!(
+                    first, expected,
+                    "read from {offset:?} (segment {base}..{old_next})"
+                );
+                let now_ends = log
+                    .state
+                    .borrow()
+                    .segments
+                    .get(&Offset(base))
+                    .map(|s| s.next_offset.0);
+                if in_flight && now_ends.is_some_and(|end| end > old_next) {
+                    merged_under_a_read += 1;
+                }
+            }
+            // The case that matters happened: a read was under way in a
+            // segment that the pass merged with the ones after it.
+            assert!(merged_under_a_read > 0, "{second:?}");
+        });
+    }
+
+    #[test]
     fn a_crash_part_way_through_a_swap_leaves_a_readable_log() {
         run(|dir| async move {
             let log = open(&dir, compacted()).await;
