@@ -1365,35 +1365,40 @@ mod tests {
     /// new first segment is cut where an old one still stands, and that one
     /// keeps its records. Nothing is lost, nothing is read twice, every
     /// key's latest record stays.
+    /// 600 updates over 40 keys, with a key written once every 10 (it
+    /// stays through every pass, so the first pass's small segments hold
+    /// live records of their own), cleaned once; then 800 more updates,
+    /// flushed and not yet cleaned: the next pass merges segments.
+    async fn cleaned_once_then_updated(log: &PartitionLog, t: i64, map: &mut OffsetMap) {
+        let update = |i: usize| {
+            let key = format!("key-{}", i % 40);
+            log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
+                .expect("append");
+        };
+        for i in 0..600 {
+            update(i);
+            if i.is_multiple_of(10) {
+                log.append(&keyed(&format!("once-{i}"), Some("once"), t), t)
+                    .expect("append");
+            }
+        }
+        log.flush().await.expect("flush");
+        log.clean(t + 10, map, &Throttle::unlimited())
+            .await
+            .expect("clean")
+            .expect("due");
+        (600..1400).for_each(update);
+        log.flush().await.expect("flush");
+    }
+
     #[test]
     fn a_crash_between_a_merge_and_its_removals_leaves_a_whole_log() {
         run(|dir| async move {
             let config = compacted();
             let log = open(&dir, config).await;
             let t = crate::types::now_ms();
-            // Keys written once stay through every pass: the merged
-            // segments hold live records of their own.
-            for i in 0..600 {
-                let key = format!("key-{}", i % 40);
-                log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
-                    .expect("append");
-                if i % 10 == 0 {
-                    log.append(&keyed(&format!("once-{i}"), Some("once"), t), t)
-                        .expect("append");
-                }
-            }
-            log.flush().await.expect("flush");
             let map = &mut OffsetMap::within(1 << 20);
-            log.clean(t + 10, map, &Throttle::unlimited())
-                .await
-                .expect("clean")
-                .expect("due");
-            for i in 600..1400 {
-                let key = format!("key-{}", i % 40);
-                log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
-                    .expect("append");
-            }
-            log.flush().await.expect("flush");
+            cleaned_once_then_updated(&log, t, map).await;
             let before = contents(&log).await;
             let active = active_base(&log);
             let checkpoint = std::fs::read(dir.join(CLEANER_CHECKPOINT)).expect("checkpoint");
@@ -1490,24 +1495,8 @@ mod tests {
             // No tail cache: every read goes to the segment files.
             let log = open_with_cache(&dir, compacted(), 0).await;
             let t = crate::types::now_ms();
-            let append = |i: usize| {
-                let key = format!("key-{}", i % 40);
-                log.append(&keyed(&key, Some(&format!("v{i}")), t), t)
-                    .expect("append");
-                if i < 600 && i.is_multiple_of(10) {
-                    log.append(&keyed(&format!("once-{i}"), Some("once"), t), t)
-                        .expect("append");
-                }
-            };
-            (0..600).for_each(append);
-            log.flush().await.expect("flush");
             let map = &mut OffsetMap::within(1 << 20);
-            log.clean(t + 10, map, &Throttle::unlimited())
-                .await
-                .expect("clean")
-                .expect("due");
-            (600..1400).for_each(append);
-            log.flush().await.expect("flush");
+            cleaned_once_then_updated(&log, t, map).await;
             let before = contents(&log).await;
             // Offsets in the gap the first pass left at the end of a closed
             // segment: a read there finds nothing in its segment and has to
