@@ -50,7 +50,8 @@ struct ServeArgs {
     /// Directory for partition logs and cluster metadata.
     #[arg(long, default_value = "./tidelog-data")]
     data_dir: PathBuf,
-    /// Shards to run, one pinned per core [default: every online CPU].
+    /// Shards to run, one pinned per core [default: one per CPU this
+    /// process may run on, e.g. under taskset or a container's cpuset].
     #[arg(long)]
     cores: Option<usize>,
     /// Address of shard 0; shard i listens on PORT+i.
@@ -362,17 +363,44 @@ fn broker_config(args: ServeArgs) -> Result<BrokerConfig, StartupError> {
     })
 }
 
-/// The CPUs this process may run on.
+/// The CPUs this process may run on: the online ones within its affinity
+/// mask, so `taskset` or a container's cpuset decides where shards go.
 fn online_cpus() -> Vec<usize> {
-    match glommio::CpuSet::online() {
-        Ok(set) => {
-            let mut cpus: Vec<usize> = set.into_iter().map(|location| location.cpu).collect();
-            cpus.sort_unstable();
-            cpus.dedup();
-            if cpus.is_empty() { vec![0] } else { cpus }
-        }
-        Err(_) => vec![0],
+    let mut cpus: Vec<usize> = match glommio::CpuSet::online() {
+        Ok(set) => set.into_iter().map(|location| location.cpu).collect(),
+        Err(_) => Vec::new(),
+    };
+    if let Some(allowed) = allowed_cpus() {
+        cpus.retain(|cpu| allowed.contains(cpu));
     }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        allowed_cpus()
+            .filter(|allowed| !allowed.is_empty())
+            .unwrap_or_else(|| vec![0])
+    } else {
+        cpus
+    }
+}
+
+/// This process's CPU affinity mask, or None where the OS will not say.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: pid 0 is this thread; `set` is valid for `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return None;
+    }
+    let max = 8 * size;
+    // SAFETY: CPU_ISSET reads within `set` for cpu < 8 * size_of(cpu_set_t).
+    Some(
+        (0..max)
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect(),
+    )
 }
 
 /// Reads the data directory's cluster id, making one on first start.
