@@ -16,11 +16,16 @@
 #
 #   perf/compaction-latency.sh [--rounds N] [--duration SECONDS] [--load-rate MSG_PER_S]
 #                              [--latency-rate MSG_PER_S] [--cleaner-io-max BYTES_PER_S]
-#                              [--control]
+#                              [--broker-cores K] [--control]
 #
 # --control keeps cleanup.policy=delete in B too (an A/A run): its ratios
 # show how far two phases of this machine differ with no cleaner at all,
 # the band a B/A ratio must be read against.
+#
+# --broker-cores K gives the broker CPUs 0..K-1 (K shards, the whole
+# process confined there with taskset) and the load generators the rest,
+# as on a dedicated broker node; without it broker and clients share every
+# CPU and the broker runs 2 shards.
 #
 # --cleaner-io-max starts the broker with that
 # --log-cleaner-io-max-bytes-per-second (Kafka's
@@ -34,6 +39,7 @@ load_rate=20000
 latency_rate=50000
 cleaner_io_max=unlimited
 control=false
+broker_cores=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -41,23 +47,35 @@ while [[ $# -gt 0 ]]; do
         --load-rate) load_rate=$2; shift 2 ;;
         --latency-rate) latency_rate=$2; shift 2 ;;
         --cleaner-io-max) cleaner_io_max=$2; shift 2 ;;
+        --broker-cores) broker_cores=$2; shift 2 ;;
         --control) control=true; shift ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+clients=()
+if [ -n "$broker_cores" ]; then
+    cpus=$(nproc --all)
+    if [ "$broker_cores" -lt 1 ] || [ "$broker_cores" -ge "$cpus" ]; then
+        echo "--broker-cores must be between 1 and $((cpus - 1)) on this $cpus-CPU machine" >&2
+        exit 2
+    fi
+    export BROKER_CORES=$broker_cores BROKER_CPUS="0-$((broker_cores - 1))"
+    clients=(taskset -c "$broker_cores-$((cpus - 1))")
+    echo "broker on CPUs $BROKER_CPUS ($broker_cores shards), load generators on CPUs $broker_cores-$((cpus - 1))"
+fi
 trap stop_broker EXIT
 start_broker --log-cleaner-backoff-ms 500 --log-cleaner-io-max-bytes-per-second "$cleaner_io_max"
 boot="127.0.0.1:$BROKER_PORT"
 out=bench-results/compaction-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
-topic() { "$TIDELOG_BIN" topic --bootstrap-server "$boot" "$@" >/dev/null; }
+topic() { "${clients[@]}" "$TIDELOG_BIN" topic --bootstrap-server "$boot" "$@" >/dev/null; }
 topic create --topic load --partitions 4 --config cleanup.policy=delete \
     --config segment.bytes=1048576 --config min.cleanable.dirty.ratio=0.01
 
 # Every phase: a policy switch, 3 s of settling, the workload's warm-up and
 # its measured seconds.
 total=$((rounds * 2 * (duration + 10) + 20))
-"$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name load --out-dir "$out" \
+"${clients[@]}" "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name load --out-dir "$out" \
     --topic load --partitions 4 --producers 1 --consumers 0 \
     --message-bytes 200 --key-distribution uniform --keys 10000 \
     --rate "$load_rate" --warmup-seconds 0 --duration-seconds "$total" \
@@ -87,7 +105,7 @@ for round in $(seq 1 "$rounds"); do
         before=$(grep -c "log compacted" "$BROKER_LOG" || true)
         cpu_before=$(cpu_ticks)
         echo "== round $round, phase $phase (cleanup.policy=$policy)"
-        "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name "latency-$phase$round" \
+        "${clients[@]}" "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name "latency-$phase$round" \
             --out-dir "$out" --workload perf/workloads/latency-100b-50k.toml \
             --duration-seconds "$duration" --rate "$latency_rate" | tee "$out/latency-$phase$round.txt" | grep -E "^(produce ack|end to end|verification)"
         after=$(grep -c "log compacted" "$BROKER_LOG" || true)

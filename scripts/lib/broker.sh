@@ -1,7 +1,9 @@
 # Shared helpers for scripts that start a tidelog of their own.
 # Usage: source scripts/lib/broker.sh; start_broker [extra serve flags...]
 # Sets BROKER_PID, BROKER_PORT, BROKER_DATA, BROKER_LOG; stop_broker stops it
-# by pid. Listens on 127.0.0.1 only, on free ports.
+# by pid. Listens on 127.0.0.1 only, on free ports. BROKER_CORES sets the
+# shard count (default 2); BROKER_CPUS (a taskset list, e.g. 0-1) confines
+# the whole broker process to those CPUs.
 
 TIDELOG_BIN="${TIDELOG_BIN:-}"
 
@@ -43,7 +45,9 @@ start_broker() {
     BROKER_PORT="$(free_port_range "$cores")"
     BROKER_DATA="$(mktemp -d "${TMPDIR:-/var/tmp}/tidelog-compat.XXXXXX")"
     BROKER_LOG="$BROKER_DATA.log"
-    "$TIDELOG_BIN" serve --cores "$cores" --listen "127.0.0.1:$BROKER_PORT" \
+    local pin=()
+    if [ -n "${BROKER_CPUS:-}" ]; then pin=(taskset -c "$BROKER_CPUS"); fi
+    "${pin[@]}" "$TIDELOG_BIN" serve --cores "$cores" --listen "127.0.0.1:$BROKER_PORT" \
         --data-dir "$BROKER_DATA/data" "$@" >"$BROKER_LOG" 2>&1 &
     BROKER_PID=$!
     local deadline=$((SECONDS + 30))
