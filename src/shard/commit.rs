@@ -1,11 +1,13 @@
 //! Group commit: the shard's one flusher. The first append that finds no
 //! flush running starts one; appends that arrive while it runs wait for the
-//! next round, so under load one fdatasync covers many producers and
-//! partitions, and an idle shard pays one device flush per append and no
-//! timer. At most one flush round runs per shard, so at most one flush per
-//! log is ever in flight. The index files of segments a round closed are
-//! written after it, in the shard's background task queue: no
-//! acknowledgement waits for them.
+//! next round, so under load one round's fdatasyncs, issued together, cover
+//! many producers and partitions, and an idle shard pays one device flush
+//! per append and no timer. At most one flush round runs per shard, so at
+//! most one flush per log is ever in flight. Each log's producers are
+//! answered as soon as its own flush ends, not when the round's slowest
+//! does (a segment roll's directory sync, a directory the cleaner is busy
+//! in). The index files of segments a round closed are written after it,
+//! in the shard's background task queue: no acknowledgement waits for them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -15,8 +17,12 @@ use std::rc::Rc;
 use tracing::Instrument;
 
 use super::notify::Notify;
-use crate::storage::{PartitionLog, StorageError};
+use crate::storage::PartitionLog;
 use crate::types::Offset;
+
+fn log_key(log: &PartitionLog) -> usize {
+    std::ptr::from_ref(log) as usize
+}
 
 #[derive(Default)]
 pub struct GroupCommit {
@@ -25,6 +31,10 @@ pub struct GroupCommit {
     /// The last flush error of each log that failed, by log directory;
     /// cleared by its next successful flush.
     failures: RefCell<HashMap<PathBuf, String>>,
+    /// Producers waiting for a log to become durable, by the address of
+    /// the log (stable while they hold it; a recreated topic reuses the
+    /// directory); notified and taken out when its flush in a round ends.
+    durable: RefCell<HashMap<usize, Rc<Notify>>>,
     /// Notified after every flush round: high watermarks may have moved.
     round_done: Notify,
     /// Bytes appended on this shard and not yet flushed (approximately: a
@@ -48,7 +58,21 @@ impl GroupCommit {
         }
         if !self.flushing.get() {
             self.flushing.set(true);
-            glommio::spawn_local(self.clone().run().in_current_span()).detach();
+            // Queued, not run at once as `spawn_local` would (inside this
+            // append, with only this log dirty): the rest of the request's
+            // partitions, and every other append ready to run, join the
+            // round first.
+            let queue = glommio::executor().current_task_queue();
+            match glommio::spawn_local_into(self.clone().run().in_current_span(), queue) {
+                Ok(round) => {
+                    round.detach();
+                }
+                // The current queue always exists; were it gone, a round
+                // started at once still flushes everything.
+                Err(_) => {
+                    glommio::spawn_local(self.clone().run().in_current_span()).detach();
+                }
+            }
         }
     }
 
@@ -64,21 +88,17 @@ impl GroupCommit {
                 break;
             }
             let round_bytes = self.staged_bytes.get();
-            let results = flush_all(&logs).await;
+            let flushes: Vec<_> = logs
+                .iter()
+                .map(|log| {
+                    glommio::spawn_local(self.clone().flush_one(log.clone()).in_current_span())
+                })
+                .collect();
+            for flush in flushes {
+                flush.await;
+            }
             self.staged_bytes
                 .set(self.staged_bytes.get().saturating_sub(round_bytes));
-            for (log, result) in logs.iter().zip(results) {
-                let key = log.dir().to_path_buf();
-                match result {
-                    Ok(_) => {
-                        self.failures.borrow_mut().remove(&key);
-                    }
-                    Err(error) => {
-                        tracing::error!(log = %key.display(), %error, "flush failed");
-                        self.failures.borrow_mut().insert(key, error.to_string());
-                    }
-                }
-            }
             self.round_done.notify_all();
             let now_ms = crate::types::now_ms();
             for log in logs.iter().filter(|log| log.claim_index_writer(now_ms)) {
@@ -86,6 +106,25 @@ impl GroupCommit {
             }
         }
         self.flushing.set(false);
+    }
+
+    /// One log's flush in a round; its producers are answered when it ends.
+    async fn flush_one(self: Rc<Self>, log: Rc<PartitionLog>) {
+        let result = log.flush().await;
+        let dir = log.dir().to_path_buf();
+        match result {
+            Ok(_) => {
+                self.failures.borrow_mut().remove(&dir);
+            }
+            Err(error) => {
+                tracing::error!(log = %dir.display(), %error, "flush failed");
+                self.failures.borrow_mut().insert(dir, error.to_string());
+            }
+        }
+        let waiting = self.durable.borrow_mut().remove(&log_key(&log));
+        if let Some(waiting) = waiting {
+            waiting.notify_all();
+        }
     }
 
     /// Starts the writer of `log`'s missing index files.
@@ -118,7 +157,13 @@ impl GroupCommit {
             if let Some(error) = self.failures.borrow().get(log.dir()) {
                 return Err(error.clone());
             }
-            self.round_done.notified().await;
+            let waiting = self
+                .durable
+                .borrow_mut()
+                .entry(log_key(log))
+                .or_default()
+                .clone();
+            waiting.notified().await;
         }
     }
 
@@ -145,23 +190,6 @@ impl GroupCommit {
             self.round_done.notified().await;
         }
     }
-}
-
-/// `futures_lite` has no join-all; this runs the flushes concurrently on the
-/// shard and collects their results in order.
-async fn flush_all(logs: &[Rc<PartitionLog>]) -> Vec<Result<Offset, StorageError>> {
-    let tasks: Vec<_> = logs
-        .iter()
-        .map(|log| {
-            let log = log.clone();
-            glommio::spawn_local(async move { log.flush().await }.in_current_span())
-        })
-        .collect();
-    let mut results = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        results.push(task.await);
-    }
-    results
 }
 
 #[cfg(test)]
@@ -257,5 +285,49 @@ mod tests {
                 "every closed segment is indexed"
             );
         });
+    }
+    #[test]
+    fn a_log_whose_flush_waits_holds_back_no_other_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let cache = CacheBudget::new(1 << 20);
+                let open = |name: &str| {
+                    PartitionLog::open(root.join(name), LogConfig::default(), cache.clone())
+                };
+                let slow = Rc::new(open("slow-0").await.expect("open"));
+                let fast = Rc::new(open("fast-0").await.expect("open"));
+                let commit = Rc::new(GroupCommit::default());
+                let batch = encode_test_batch(&[b"a", b"b"], 1);
+                // The slow log's flush cannot start while its turn is held
+                // (as by a timed sync, or a device busy in its directory).
+                let turn = slow.hold_io_turn();
+                for log in [&slow, &fast] {
+                    log.append(&batch, 0).expect("append");
+                    commit.mark_dirty(log, batch.len());
+                }
+                let waited = glommio::timer::timeout(std::time::Duration::from_secs(10), async {
+                    Ok(commit.wait_durable(&fast, Offset(2)).await)
+                })
+                .await;
+                assert_eq!(waited.ok(), Some(Ok(())), "the fast log is durable");
+                assert_eq!(fast.high_watermark(), Offset(2));
+                assert_eq!(
+                    slow.high_watermark(),
+                    Offset(0),
+                    "still waiting for its turn"
+                );
+                drop(turn);
+                commit
+                    .wait_durable(&slow, Offset(2))
+                    .await
+                    .expect("durable");
+                commit.drain().await;
+                assert_eq!(commit.staged_bytes(), 0);
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
     }
 }

@@ -535,6 +535,15 @@ impl PartitionLog {
         Ok(true)
     }
 
+    /// Holds the log's I/O turn, as a timed sync does: its flushes wait
+    /// until the permit is dropped.
+    #[cfg(test)]
+    pub(crate) fn hold_io_turn(&self) -> glommio::sync::Permit<'_> {
+        self.io_turn
+            .try_acquire_permit(1)
+            .expect("the I/O turn is free")
+    }
+
     /// Writes out and fdatasyncs everything staged; returns the new high
     /// watermark.
     pub async fn flush(&self) -> Result<Offset, StorageError> {
