@@ -8,8 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Outgoing, consume_all, free_ports, produce_all, scratch_dir, tidelog_command};
-use rdkafka::Offset;
+use common::{free_ports, scratch_dir, ten_records_round_trip, tidelog_command};
 
 /// The CPUs this test process may run on.
 fn allowed_cpus() -> Vec<usize> {
@@ -94,36 +93,7 @@ fn shards_follow_the_cpu_affinity_mask() {
         assert_eq!(allowed, cpu.to_string(), "{status}");
     }
 
-    let bootstrap = format!("127.0.0.1:{port}");
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("message.timeout.ms", "20000")
-        .create()
-        .expect("producer");
-    let outgoing = (0..10).map(|i| Outgoing {
-        key: "k".into(),
-        value: format!("v{i}"),
-        timestamp: None,
-    });
-    assert_eq!(produce_all(&producer, "pinned", outgoing).len(), 10);
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("consumer");
-    let records = consume_all(
-        &consumer,
-        "pinned",
-        1,
-        Offset::Beginning,
-        Duration::from_secs(30),
-    );
-    assert_eq!(records.len(), 10);
-    // Close the clients while the broker still answers them.
-    drop(consumer);
-    drop(producer);
+    ten_records_round_trip(&format!("127.0.0.1:{port}"), "pinned");
 
     // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };

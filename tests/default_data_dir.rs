@@ -6,8 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Outgoing, consume_all, free_ports, produce_all, scratch_dir};
-use rdkafka::Offset;
+use common::{free_ports, scratch_dir, ten_records_round_trip};
 
 #[test]
 fn the_embedded_default_data_dir_works() {
@@ -33,44 +32,11 @@ fn the_embedded_default_data_dir_works() {
         assert!(Instant::now() < deadline, "tidelog not ready");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let bootstrap = format!("127.0.0.1:{port}");
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("message.timeout.ms", "20000")
-        .create()
-        .expect("producer");
-    let delivered = produce_all(
-        &producer,
-        "relative",
-        (0..10).map(|i| Outgoing {
-            key: "k".into(),
-            value: format!("v{i}"),
-            timestamp: None,
-        }),
-    );
-    assert_eq!(delivered.len(), 10);
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("consumer");
-    let records = consume_all(
-        &consumer,
-        "relative",
-        1,
-        Offset::Beginning,
-        Duration::from_secs(30),
-    );
-    assert_eq!(records.len(), 10);
+    ten_records_round_trip(&format!("127.0.0.1:{port}"), "relative");
     let segment = cwd
         .path()
         .join("tidelog-data/relative-0/00000000000000000000.log");
     assert!(segment.exists(), "data lives in ./tidelog-data");
-    // Close the clients while the broker still answers them.
-    drop(consumer);
-    drop(producer);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -556,3 +556,39 @@ pub fn assert_contiguous_from_zero(records: &[Record]) {
         }
     }
 }
+
+/// Produces ten keyed records to `topic` (one partition, auto-created) on
+/// the broker at `bootstrap` and reads them back from the start; for
+/// brokers a test starts itself. The clients are closed before it returns.
+pub fn ten_records_round_trip(bootstrap: &str, topic: &str) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    let delivered = produce_all(
+        &producer,
+        topic,
+        (0..10).map(|i| Outgoing {
+            key: "k".into(),
+            value: format!("v{i}"),
+            timestamp: None,
+        }),
+    );
+    assert_eq!(delivered.len(), 10);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let records = consume_all(
+        &consumer,
+        topic,
+        1,
+        rdkafka::Offset::Beginning,
+        Duration::from_secs(30),
+    );
+    assert_eq!(records.len(), 10);
+}
