@@ -95,7 +95,7 @@ kcat_balanced_consumers() {
     local b=$!
     local waited=0
     until "$TIDELOG_BIN" group --bootstrap-server "$BOOT" describe --group kcat-group 2>/dev/null \
-        | grep -q "is Stable with 2 member"; do
+        | grep "is Stable with 2 member" >/dev/null; do
         sleep 0.5; waited=$((waited + 1))
         [ "$waited" -lt 60 ] || { echo "the two members never formed a stable group"; kill "$a" "$b"; return 1; }
     done

@@ -318,8 +318,10 @@ run_line() {
     passed_rows=$(echo "$rows" | awk '$2 == "PASSED"' | wc -l)
     skipped=$(echo "$rows" | awk '$2 == "SKIPPED" { print $1 }' | paste -sd' ')
     [ "$passed_rows" -gt 0 ] || ran=0
-    # With a sub-test filter, a matching sub-test must have passed.
-    if [ -n "$subtests" ] && ! grep -F -- "$subtests" "$log" | grep -q ": PASS ("; then ran=0; fi
+    # With a sub-test filter, a matching sub-test must have passed. (Not
+    # `grep -q` after a pipe: it stops reading at its first match, the grep
+    # before it dies of SIGPIPE, and pipefail turns a pass into a failure.)
+    if [ -n "$subtests" ] && ! grep -F -- "$subtests" "$log" | grep ": PASS (" >/dev/null; then ran=0; fi
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then died=" (tidelog exited)"; fi
 
     if [ "$rc" -eq 0 ] && [ "$ran" -eq 1 ] && [ -z "$died" ]; then
