@@ -151,6 +151,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Command::Topic(_) | Command::Group(_)) {
+        end_quietly_on_a_closed_stdout();
+    }
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Topic(args) => match tidelog::cli::topic::run(args) {
@@ -168,6 +171,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Bench(args) => tidelog::bench::cli::main(*args),
+    }
+}
+
+/// `topic` and `group` print to stdout, which is often a pipe into `head` or
+/// `grep -q` that closes early. Rust ignores SIGPIPE, so the next print
+/// would fail with EPIPE and `println!` would panic; the default action ends
+/// the process quietly instead, as `cat` ends. Their sockets are unaffected:
+/// std's TcpStream sends with MSG_NOSIGNAL. The broker and `bench` keep
+/// SIGPIPE ignored (glommio's socket writes do not pass MSG_NOSIGNAL).
+fn end_quietly_on_a_closed_stdout() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; called before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

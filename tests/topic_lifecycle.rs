@@ -448,6 +448,44 @@ fn the_topic_cli_creates_lists_describes_alters_and_deletes() {
 }
 
 #[test]
+fn the_topic_cli_ends_quietly_when_its_reader_goes_away() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let broker = Broker::start_with(1, &[]);
+    // About 100 KiB of description: more than a pipe holds, so the CLI is
+    // still writing when the reader leaves.
+    topic_ok(
+        &broker,
+        &["create", "--topic", "wide", "--partitions", "2000"],
+    );
+    let mut child = common::tidelog_command()
+        .args(["topic", "--bootstrap-server", &broker.bootstrap()])
+        .args(["describe", "--topic", "wide"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tidelog topic describe");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut first = [0u8; 64];
+    stdout
+        .read_exact(&mut first)
+        .expect("the description begins");
+    drop(stdout); // as `| head -c 64` does
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let status = child.wait().expect("wait for tidelog topic");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {stderr}");
+}
+
+#[test]
 fn segment_ms_rolls_an_old_active_segment() {
     let broker = Broker::start(&[]);
     assert_eq!(
