@@ -116,6 +116,57 @@ fn assert_p99_by_second(result: &serde_json::Value) {
     assert_eq!(measured, duration, "{timeline:?}");
 }
 
+/// With `--timeline-histograms`, the measured seconds' histograms hold
+/// every measured acknowledgement once, and each second's p99 is its own
+/// histogram's.
+fn assert_histograms_by_second(result: &serde_json::Value) {
+    let timeline = result["timeline"].as_array().expect("timeline");
+    let mut total = 0;
+    let mut seconds = 0;
+    for second in timeline {
+        let Some(buckets) = second.get("ack_histogram").and_then(|h| h.as_array()) else {
+            continue;
+        };
+        let buckets: Vec<(u64, u64)> = buckets
+            .iter()
+            .map(|b| (b[0].as_u64().expect("ns"), b[1].as_u64().expect("count")))
+            .collect();
+        let count: u64 = buckets.iter().map(|(_, c)| c).sum();
+        let mut seen = 0;
+        let p99_ns = buckets
+            .iter()
+            .find(|(_, c)| {
+                seen += c;
+                seen * 100 >= count * 99
+            })
+            .map(|(ns, _)| *ns)
+            .expect("a non-empty second");
+        let p99_ms = second["ack_p99_ms"].as_f64().expect("its p99");
+        assert!(
+            (p99_ns as f64 / 1e6 - p99_ms).abs() <= p99_ms * 0.01,
+            "{p99_ns} ns against {p99_ms} ms: {second}"
+        );
+        total += count;
+        seconds += 1;
+    }
+    assert_eq!(
+        seconds,
+        result["workload"]["duration_seconds"]
+            .as_u64()
+            .expect("duration")
+    );
+    assert_eq!(
+        total,
+        result["produce_ack_latency"]["count"]
+            .as_u64()
+            .expect("count")
+    );
+    assert!(
+        result["started_unix_ms"].as_u64().expect("started ms") / 1000
+            == result["started_unix_seconds"].as_u64().expect("started s")
+    );
+}
+
 const SHORT_RUN: &[&str] = &[
     "--partitions",
     "6",
@@ -140,11 +191,18 @@ fn both_drivers_verify_what_they_consume_and_compare() {
         out.path(),
         &[
             SHORT_RUN,
-            &["--driver", "native", "--topic", "bench-native"],
+            &[
+                "--driver",
+                "native",
+                "--topic",
+                "bench-native",
+                "--timeline-histograms",
+            ],
         ]
         .concat(),
     );
     assert_verified(&read_result(&native), "native");
+    assert_histograms_by_second(&read_result(&native));
     let rdkafka = bench(
         &broker,
         out.path(),

@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// No progress line every second.
     #[arg(long)]
     pub quiet: bool,
+    /// Write each measured second's whole acknowledgement-latency histogram
+    /// into the result's timeline, so any span of seconds can be pooled
+    /// afterwards (perf/compaction-toggle.sh).
+    #[arg(long)]
+    pub timeline_histograms: bool,
     /// Name of the run, in the report and the result file names.
     #[arg(long)]
     pub name: Option<String>,
@@ -170,6 +175,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         cpus: args.cpus.clone(),
         flush_policy: args.flush_policy.clone(),
         progress: !args.quiet,
+        timeline_histograms: args.timeline_histograms,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let result = super::run(workload, &options)?;

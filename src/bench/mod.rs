@@ -406,6 +406,9 @@ pub struct RunOptions {
     pub flush_policy: Option<String>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// Keep each measured second's acknowledgement-latency histogram in the
+    /// timeline.
+    pub timeline_histograms: bool,
     /// The command line, for the report.
     pub command: String,
 }

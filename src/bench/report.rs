@@ -100,6 +100,12 @@ pub struct Second {
     /// slow moment does not hide, as it does a whole run's p99.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_p99_ms: Option<f64>,
+    /// With `--timeline-histograms`: that second's acknowledgement
+    /// latencies, as `[highest latency of the bucket in ns, count]` for
+    /// every non-empty bucket (2 significant digits), so seconds can be
+    /// pooled into any span's percentiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_histogram: Option<Vec<[u64; 2]>>,
 }
 
 /// Throughput over the measured window.
@@ -183,6 +189,10 @@ pub struct BenchResult {
     pub format_version: u32,
     pub command: String,
     pub started_unix_seconds: u64,
+    /// When second 0 of the timeline began, in ms since the Unix epoch: to
+    /// line the timeline up with what happened around the run.
+    #[serde(default)]
+    pub started_unix_ms: u64,
     pub driver: super::Driver,
     pub bootstrap: String,
     /// How the broker makes acknowledged records durable, where known.
@@ -293,6 +303,7 @@ pub fn sample_every_second(plan: &Plan, progress: bool) -> Vec<Second> {
             ack_max_ms: take_ms(&live.ack_max_ns),
             end_to_end_max_ms: take_ms(&live.end_to_end_max_ns),
             ack_p99_ms: None,
+            ack_histogram: None,
         };
         if progress {
             let phase = if second.second < warmup {
@@ -358,6 +369,14 @@ impl BenchResult {
                 && !histogram.is_empty()
             {
                 entry.ack_p99_ms = Some(histogram.value_at_quantile(0.99) as f64 / 1e6);
+                if options.timeline_histograms {
+                    entry.ack_histogram = Some(
+                        histogram
+                            .iter_recorded()
+                            .map(|bucket| [bucket.value_iterated_to(), bucket.count_at_value()])
+                            .collect(),
+                    );
+                }
             }
         }
         let mut ack_latency = latency_histogram();
@@ -429,6 +448,7 @@ impl BenchResult {
             format_version: RESULT_FORMAT_VERSION,
             command: options.command.clone(),
             started_unix_seconds: plan.clock.epoch_ns(plan.started) / 1_000_000_000,
+            started_unix_ms: plan.clock.epoch_ns(plan.started) / 1_000_000,
             driver: options.driver,
             bootstrap: options.bootstrap.clone(),
             flush_policy,
