@@ -38,6 +38,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/broker.sh
+source perf/lib/compaction.sh
 pairs=20
 block=15
 settle=3
@@ -63,34 +64,11 @@ if [ "$settle" -ge "$block" ]; then
     echo "--settle ($settle) must be shorter than --block ($block)" >&2
     exit 2
 fi
-clients=()
-if [ -n "$broker_cores" ]; then
-    cpus=$(nproc --all)
-    if [ "$broker_cores" -lt 1 ] || [ "$broker_cores" -ge "$cpus" ]; then
-        echo "--broker-cores must be between 1 and $((cpus - 1)) on this $cpus-CPU machine" >&2
-        exit 2
-    fi
-    export BROKER_CORES=$broker_cores BROKER_CPUS="0-$((broker_cores - 1))"
-    clients=(taskset -c "$broker_cores-$((cpus - 1))")
-    echo "broker on CPUs $BROKER_CPUS ($broker_cores shards), load generators on CPUs $broker_cores-$((cpus - 1))"
-fi
-trap stop_broker EXIT
-start_broker --log-cleaner-backoff-ms 500 --log-cleaner-io-max-bytes-per-second "$cleaner_io_max"
-boot="127.0.0.1:$BROKER_PORT"
-out=bench-results/toggle-$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$out"
-topic() { "${clients[@]}" "$TIDELOG_BIN" topic --bootstrap-server "$boot" "$@" >/dev/null; }
-topic create --topic load --partitions 4 --config cleanup.policy=delete \
-    --config segment.bytes=1048576 --config min.cleanable.dirty.ratio=0.01
+start_compaction_broker "$broker_cores" "$cleaner_io_max" toggle
 
 warmup=3
 measured=$((pairs * 2 * block + pairs + 10))
-"${clients[@]}" "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name load --out-dir "$out" \
-    --topic load --partitions 4 --producers 1 --consumers 0 \
-    --message-bytes 200 --key-distribution uniform --keys 10000 \
-    --rate "$load_rate" --warmup-seconds 0 --duration-seconds "$((measured + warmup + 20))" \
-    >"$out/load.txt" 2>&1 &
-load=$!
+start_load "$load_rate" "$((measured + warmup + 20))"
 sleep 8 # a few segments closed before the first block
 "${clients[@]}" "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name latency --out-dir "$out" \
     --workload perf/workloads/latency-100b-50k.toml --timeline-histograms \

@@ -1,0 +1,52 @@
+# Shared by perf/compaction-latency.sh and perf/compaction-toggle.sh: one
+# tidelog whose cleaner has a keyed topic to rewrite, and the produce load
+# that keeps it dirty. Source scripts/lib/broker.sh first.
+
+# start_compaction_broker BROKER_CORES CLEANER_IO_MAX RESULTS_NAME
+#
+# BROKER_CORES empty: broker (2 shards) and load generators share every
+# CPU. K: the broker gets CPUs 0..K-1 and K shards (the whole process
+# confined there with taskset), the load generators the rest, as on a
+# dedicated broker node. Starts the broker with log.cleaner.backoff.ms=500
+# and the given log.cleaner.io.max.bytes.per.second (stopped on exit),
+# creates the topic "load" (4 partitions, cleanup.policy=delete, 1 MiB
+# segments, min.cleanable.dirty.ratio=0.01) and sets: clients (the prefix
+# every client command runs under), boot (the bootstrap address), out
+# (bench-results/RESULTS_NAME-<time>, created) and topic() (the topic CLI
+# against this broker).
+start_compaction_broker() {
+    local broker_cores="$1" cleaner_io_max="$2" results_name="$3"
+    clients=()
+    if [ -n "$broker_cores" ]; then
+        local cpus
+        cpus=$(nproc --all)
+        if [ "$broker_cores" -lt 1 ] || [ "$broker_cores" -ge "$cpus" ]; then
+            echo "--broker-cores must be between 1 and $((cpus - 1)) on this $cpus-CPU machine" >&2
+            exit 2
+        fi
+        export BROKER_CORES=$broker_cores BROKER_CPUS="0-$((broker_cores - 1))"
+        clients=(taskset -c "$broker_cores-$((cpus - 1))")
+        echo "broker on CPUs $BROKER_CPUS ($broker_cores shards), load generators on CPUs $broker_cores-$((cpus - 1))"
+    fi
+    trap stop_broker EXIT
+    start_broker --log-cleaner-backoff-ms 500 --log-cleaner-io-max-bytes-per-second "$cleaner_io_max"
+    boot="127.0.0.1:$BROKER_PORT"
+    out=bench-results/$results_name-$(date -u +%Y%m%dT%H%M%SZ)
+    mkdir -p "$out"
+    topic create --topic load --partitions 4 --config cleanup.policy=delete \
+        --config segment.bytes=1048576 --config min.cleanable.dirty.ratio=0.01
+}
+
+topic() { "${clients[@]}" "$TIDELOG_BIN" topic --bootstrap-server "$boot" "$@" >/dev/null; }
+
+# start_load RATE SECONDS: the background load (200 B updates over 10,000
+# keys, one producer, no consumer) into "load" for SECONDS at RATE msg/s,
+# in the background; its output goes to $out/load.txt and its pid to load.
+start_load() {
+    "${clients[@]}" "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name load --out-dir "$out" \
+        --topic load --partitions 4 --producers 1 --consumers 0 \
+        --message-bytes 200 --key-distribution uniform --keys 10000 \
+        --rate "$1" --warmup-seconds 0 --duration-seconds "$2" \
+        >"$out/load.txt" 2>&1 &
+    load=$!
+}
