@@ -2,7 +2,7 @@
 """Reads one perf/compaction-toggle.sh run: produce-ack latency in its
 compact blocks against its delete blocks.
 
-    perf/compaction-toggle.py [--settle SECONDS] DIR [DIR ...]
+    perf/compaction-toggle.py [--settle SECONDS] [--calm-ms MS] DIR [DIR ...]
 
 DIR is a run's results directory (bench-results/toggle-*); several runs
 are pooled pair by pair. A block's seconds are the latency run's measured
@@ -13,7 +13,10 @@ leaves of the block's p99). Per metric, over the pairs' compact/delete
 ratios: the median, a 95% bootstrap interval of the median (pairs
 resampled 5,000 times), the count above 1 and a two-sided sign test; and
 the ratio of all compact seconds pooled over all delete seconds pooled,
-with its own bootstrap interval.
+with its own bootstrap interval. Stalled seconds (their own p99 above
+--calm-ms, default 20) are counted per policy, with a binomial test over
+seconds and, per pair, a sign test and a sign-flip permutation test;
+"calm pairs" (no stalled second in either block) get the metrics again.
 """
 import glob
 import json
@@ -151,6 +154,18 @@ def main(argv):
     print(f"seconds with p99 > {calm_ms:g} ms: delete {stalled['delete']} of {counted['delete']},"
           f" compact {stalled['compact']} of {counted['compact']}"
           f" (binomial p {binomial_test(stalled['compact'], total_stalled, share):.3f})")
+    # Stalls come in storms longer than a second, so the seconds are not
+    # independent and the binomial test above trusts them too much. The
+    # pair is the unit the randomized order makes fair: per pair, compact's
+    # stalled seconds minus delete's; a sign test over the pairs that
+    # differ, and a sign-flip permutation test of the differences' sum.
+    differences = [sum(1 for v in b["compact"]["p99s"] if v > calm_ms * 1e6)
+                   - sum(1 for v in b["delete"]["p99s"] if v > calm_ms * 1e6) for _, b in complete]
+    more = sum(1 for x in differences if x > 0)
+    fewer = sum(1 for x in differences if x < 0)
+    print(f"pairs with more stalled seconds in compact: {more}, in delete: {fewer}"
+          f" (sign p {sign_test(more, more + fewer):.3f};"
+          f" permutation p {flip_test(differences, rng):.3f})")
     calm = [i for i, (_, b) in enumerate(complete)
             if all(v <= calm_ms * 1e6 for p in ("delete", "compact") for v in b[p]["p99s"])]
     print(f"calm pairs (no such second in either block): {len(calm)} of {n}\n")
@@ -160,6 +175,17 @@ def main(argv):
         if len(chosen) >= 5:
             print(f"-- {label} ({len(chosen)})")
             summarize(complete, ratios, chosen, rng)
+
+
+def flip_test(differences, rng, rounds=20000):
+    """Two-sided p of the differences' sum if each difference's sign were a coin toss."""
+    observed = abs(sum(differences))
+    if observed == 0:
+        return 1.0
+    nonzero = [abs(x) for x in differences if x]
+    extreme = sum(1 for _ in range(rounds)
+                  if abs(sum(x if rng.random() < 0.5 else -x for x in nonzero)) >= observed)
+    return (extreme + 1) / (rounds + 1)
 
 
 def binomial_test(k, n, p):
@@ -174,7 +200,13 @@ def binomial_test(k, n, p):
 def summarize(complete, ratios, chosen, rng):
     n = len(chosen)
     boots = [[chosen[rng.randrange(n)] for _ in range(n)] for _ in range(5000)]
-    pooled_boots = boots[:1000]  # pooling histograms is slower
+
+    def pooled_ratios(indices):
+        d, c = (metrics([complete[i][1][policy] for i in indices]) for policy in ("delete", "compact"))
+        return {m: c[m] / d[m] if d[m] else float("nan") for m in METRICS}
+
+    whole_ratios = pooled_ratios(chosen)
+    pooled_spread = [pooled_ratios(sample) for sample in boots[:1000]]  # pooling is slower
     for m in METRICS:
         every = ratios[m]
         values = [every[i] for i in chosen]
@@ -183,14 +215,8 @@ def summarize(complete, ratios, chosen, rng):
         low, high = resampled[int(0.025 * len(resampled))], resampled[int(0.975 * len(resampled)) - 1]
         above = sum(1 for v in values if v > 1)
 
-        def pooled_ratio(indices):
-            def of(policy):
-                return metrics([complete[i][1][policy] for i in indices])[m]
-            d = of("delete")
-            return of("compact") / d if d else float("nan")
-
-        whole = pooled_ratio(chosen)
-        spread = sorted(pooled_ratio(sample) for sample in pooled_boots)
+        whole = whole_ratios[m]
+        spread = sorted(r[m] for r in pooled_spread)
         p_low, p_high = spread[int(0.025 * len(spread))], spread[int(0.975 * len(spread)) - 1]
         print(f"{m:<8}{median:>14.3f} ({low:.3f}-{high:.3f})     {above:>4}/{n:<4}{sign_test(above, n):>8.3f}"
               f"{whole:>12.3f} ({p_low:.3f}-{p_high:.3f})")
