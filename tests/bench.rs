@@ -161,9 +161,32 @@ fn assert_histograms_by_second(result: &serde_json::Value) {
             .as_u64()
             .expect("count")
     );
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms_now() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970");
+    u64::try_from(since.as_millis()).expect("ms fit in u64")
+}
+
+/// The run's timeline starts while the run was going on, early enough for
+/// its warm-up and measured seconds to end before the process did: what
+/// a script lining the timeline up with its own clock relies on.
+fn assert_started_between(result: &serde_json::Value, launched_ms: u64, ended_ms: u64) {
+    let started_ms = result["started_unix_ms"].as_u64().expect("started ms");
+    let workload = &result["workload"];
+    let run_ms = 1000
+        * (workload["warmup_seconds"].as_u64().expect("warm-up")
+            + workload["duration_seconds"].as_u64().expect("duration"));
     assert!(
-        result["started_unix_ms"].as_u64().expect("started ms") / 1000
-            == result["started_unix_seconds"].as_u64().expect("started s")
+        launched_ms <= started_ms && started_ms + run_ms <= ended_ms,
+        "started at {started_ms} ms, a {run_ms} ms run, launched at {launched_ms}, ended at {ended_ms}"
+    );
+    assert_eq!(
+        started_ms / 1000,
+        result["started_unix_seconds"].as_u64().expect("started s")
     );
 }
 
@@ -186,6 +209,7 @@ const SHORT_RUN: &[&str] = &[
 fn both_drivers_verify_what_they_consume_and_compare() {
     let broker = Broker::start(&[]);
     let out = scratch_dir();
+    let launched_ms = unix_ms_now();
     let native = bench(
         &broker,
         out.path(),
@@ -201,8 +225,10 @@ fn both_drivers_verify_what_they_consume_and_compare() {
         ]
         .concat(),
     );
+    let ended_ms = unix_ms_now();
     assert_verified(&read_result(&native), "native");
     assert_histograms_by_second(&read_result(&native));
+    assert_started_between(&read_result(&native), launched_ms, ended_ms);
     let rdkafka = bench(
         &broker,
         out.path(),
