@@ -146,8 +146,10 @@ def main(argv):
     # Stalls: seconds whose own p99 is above --calm-ms. A shared host's
     # storage and CPU stalls fall on either policy; with no cleaner effect
     # a stalled second is a compact one as often as its share of seconds.
-    stalled = {p: sum(1 for _, b in complete for v in b[p]["p99s"] if v > calm_ms * 1e6)
-               for p in ("delete", "compact")}
+    def stalls(block):
+        return sum(1 for v in block["p99s"] if v > calm_ms * 1e6)
+
+    stalled = {p: sum(stalls(b[p]) for _, b in complete) for p in ("delete", "compact")}
     counted = {p: sum(len(b[p]["p99s"]) for _, b in complete) for p in ("delete", "compact")}
     share = counted["compact"] / (counted["compact"] + counted["delete"])
     total_stalled = stalled["compact"] + stalled["delete"]
@@ -159,15 +161,13 @@ def main(argv):
     # pair is the unit the randomized order makes fair: per pair, compact's
     # stalled seconds minus delete's; a sign test over the pairs that
     # differ, and a sign-flip permutation test of the differences' sum.
-    differences = [sum(1 for v in b["compact"]["p99s"] if v > calm_ms * 1e6)
-                   - sum(1 for v in b["delete"]["p99s"] if v > calm_ms * 1e6) for _, b in complete]
+    differences = [stalls(b["compact"]) - stalls(b["delete"]) for _, b in complete]
     more = sum(1 for x in differences if x > 0)
     fewer = sum(1 for x in differences if x < 0)
     print(f"pairs with more stalled seconds in compact: {more}, in delete: {fewer}"
           f" (sign p {sign_test(more, more + fewer):.3f};"
           f" permutation p {flip_test(differences, rng):.3f})")
-    calm = [i for i, (_, b) in enumerate(complete)
-            if all(v <= calm_ms * 1e6 for p in ("delete", "compact") for v in b[p]["p99s"])]
+    calm = [i for i, (_, b) in enumerate(complete) if stalls(b["delete"]) == stalls(b["compact"]) == 0]
     print(f"calm pairs (no such second in either block): {len(calm)} of {n}\n")
     print(f"{'metric':<8}{'median of pair ratios (95%)':>32}{'above 1':>10}{'sign p':>9}"
           f"{'pooled ratio (95%)':>26}")
