@@ -626,6 +626,9 @@ impl Shard {
                     bytes_after = outcome.bytes_after,
                     read_from_files = outcome.bytes_read_from_files,
                     read_from_cache = outcome.bytes_read_from_cache,
+                    took_ms = outcome.took.as_secs_f64() * 1e3,
+                    stepping_ms = outcome.stepping.as_secs_f64() * 1e3,
+                    finishing_ms = outcome.finishing.as_secs_f64() * 1e3,
                     "log compacted"
                 ),
                 Err(error) => {

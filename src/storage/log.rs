@@ -214,6 +214,9 @@ pub struct PartitionLog {
     tombstone_deadline: Cell<Option<i64>>,
     /// Bytes the pass in progress read from files and from the tail cache.
     cleaner_reads: Cell<(u64, u64)>,
+    /// Time the pass in progress spent in its steps (reading and
+    /// filtering batches; not its rests, syncs or swaps).
+    cleaner_stepping: Cell<std::time::Duration>,
     /// `.log` files of segments the cleaner merged into an earlier one that
     /// a failure left on disk (the log no longer holds them). Removed
     /// before the next swap or delete: recovery reads such a file as the
@@ -352,6 +355,7 @@ impl PartitionLog {
             cleaning: Cell::new(false),
             cleaned_to: Cell::new(cleaned_to),
             cleaner_reads: Cell::new((0, 0)),
+            cleaner_stepping: Cell::new(std::time::Duration::ZERO),
             merged_away: RefCell::new(Vec::new()),
             removals_stuck: Cell::new(false),
             // Unknown after a restart: the first look goes through the

@@ -138,6 +138,13 @@ pub struct CleanOutcome {
     /// Bytes of batches read from segment files, and from the tail cache.
     pub bytes_read_from_files: u64,
     pub bytes_read_from_cache: u64,
+    /// The pass from its first read to its checkpoint; the part of it in
+    /// steps (reading and filtering batches, between rests); and the part
+    /// finishing new segments (their last write and sync, the swaps, the
+    /// directory syncs, the index files and the checkpoint).
+    pub took: Duration,
+    pub stepping: Duration,
+    pub finishing: Duration,
 }
 
 /// A closed segment the cleaner may rewrite.
@@ -312,8 +319,11 @@ impl PartitionLog {
             return Ok(None);
         }
 
+        let started = Instant::now();
+        let mut finishing = Duration::ZERO;
         map.clear();
         self.cleaner_reads.set((0, 0));
+        self.cleaner_stepping.set(Duration::ZERO);
         let mut cleaned_to = last.next_offset;
         for segment in cleanable.iter().filter(|c| c.next_offset > dirty_from) {
             if let Mapped::FullAt(offset) =
@@ -341,7 +351,7 @@ impl PartitionLog {
         };
         for group in group_by_size(&in_pass, &config) {
             match self
-                .rewrite_group(&group, &config, &mut retain, throttle)
+                .rewrite_group(&group, &config, &mut retain, throttle, &mut finishing)
                 .await?
             {
                 Some(size) => {
@@ -352,6 +362,7 @@ impl PartitionLog {
                 None => outcome.bytes_after += group.iter().map(|s| s.size).sum::<u64>(),
             }
         }
+        let finish = Instant::now();
         if outcome.segments_rewritten > 0 {
             sync_dir(&self.dir).await?;
             self.write_missing_indexes().await?;
@@ -362,6 +373,9 @@ impl PartitionLog {
         if cleaned_to != dirty_from {
             write_offset_checkpoint(&self.dir, CLEANER_CHECKPOINT, cleaned_to).await?;
         }
+        outcome.finishing = finishing + finish.elapsed();
+        outcome.stepping = self.cleaner_stepping.get();
+        outcome.took = started.elapsed();
         self.cleaned_to.set(cleaned_to);
         self.tombstone_deadline.set(retain.next_deadline);
         Ok(Some(outcome))
@@ -450,6 +464,7 @@ impl PartitionLog {
         config: &LogConfig,
         retain: &mut Retain<'_>,
         throttle: &Throttle,
+        finishing: &mut Duration,
     ) -> Result<Option<u64>, StorageError> {
         let (Some(first), Some(last)) = (group.first(), group.last()) else {
             return Ok(None);
@@ -469,11 +484,13 @@ impl PartitionLog {
             writer: ChunkWriter::default(),
             segment: Segment::new(&self.dir, first.base_offset),
         };
+        let mut finish = Instant::now();
         let written = async {
             for segment in group {
                 self.copy_kept(segment, &mut out, config, retain, throttle)
                     .await?;
             }
+            finish = Instant::now();
             let size = out.writer.finish(&out.file, &out.path).await?;
             out.file
                 .fdatasync()
@@ -503,7 +520,9 @@ impl PartitionLog {
         rebuilt.trimmed = true;
         rebuilt.seal_time_index();
         rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
-        self.swap_in(group, rebuilt, path).await?;
+        let swapped = self.swap_in(group, rebuilt, path).await;
+        *finishing += finish.elapsed();
+        swapped?;
         Ok(Some(size))
     }
 
@@ -552,7 +571,7 @@ impl PartitionLog {
             if !more {
                 return Ok(());
             }
-            step_aside(step).await;
+            self.step_aside(step).await;
             step = std::time::Instant::now();
         }
     }
@@ -771,7 +790,7 @@ impl PartitionLog {
         let mut batches = Batches::of(self, segment);
         let mut step = std::time::Instant::now();
         while batches.step(throttle, &mut visit).await? {
-            step_aside(step).await;
+            self.step_aside(step).await;
             step = std::time::Instant::now();
         }
         Ok(())
@@ -874,15 +893,21 @@ impl<'a> Batches<'a> {
     }
 }
 
-/// Rests after a step that began at `started`, so the cleaner's share of
-/// the shard stays small, and lets every other task queue (produce, fetch)
-/// run first: the shard's queues switch only every 100 ms otherwise.
-async fn step_aside(started: std::time::Instant) {
-    let rest = started.elapsed() * REST_PER_STEP;
-    if rest >= std::time::Duration::from_micros(50) {
-        glommio::timer::sleep(rest).await;
+impl PartitionLog {
+    /// Rests after a step that began at `started`, so the cleaner's share
+    /// of the shard stays small, and lets every other task queue (produce,
+    /// fetch) run first: the shard's queues switch only every 100 ms
+    /// otherwise.
+    async fn step_aside(&self, started: Instant) {
+        let step = started.elapsed();
+        self.cleaner_stepping
+            .set(self.cleaner_stepping.get() + step);
+        let rest = step * REST_PER_STEP;
+        if rest >= Duration::from_micros(50) {
+            glommio::timer::sleep(rest).await;
+        }
+        glommio::executor().yield_task_queue_now().await;
     }
-    glommio::executor().yield_task_queue_now().await;
 }
 
 fn remove_quietly(path: &Path) {
