@@ -1074,9 +1074,10 @@ impl PartitionLog {
         // Reads in flight keep their own handles on the files.
         drop(doomed);
         for paths in files {
-            glommio::executor()
+            let held = glommio::executor()
                 .spawn_blocking(move || remove_files(&paths))
                 .await?;
+            release_later(held);
             self.sync_before_removal().await?;
         }
         Ok(count)
@@ -1102,9 +1103,10 @@ impl PartitionLog {
                 return Ok(());
             };
             let removing = [path.clone()];
-            glommio::executor()
+            let held = glommio::executor()
                 .spawn_blocking(move || remove_files(&removing))
                 .await?;
+            release_later(held);
             self.sync_before_removal().await?;
             self.merged_away.borrow_mut().remove(0);
         }
@@ -1418,16 +1420,40 @@ pub(super) async fn write_offset_checkpoint(
     .await
 }
 
-/// Removes each file that exists (blocking: for glommio's blocking pool).
-fn remove_files(paths: &[PathBuf]) -> Result<(), StorageError> {
+/// Removes each file that exists (blocking: for glommio's blocking pool),
+/// returning a handle on each, opened just before, for [`release_later`].
+fn remove_files(paths: &[PathBuf]) -> Result<Vec<std::fs::File>, StorageError> {
+    let mut held = Vec::new();
     for path in paths {
+        held.extend(std::fs::File::open(path).ok());
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io("removing", path)(e)),
         }
     }
-    Ok(())
+    Ok(held)
+}
+
+/// How long [`release_later`] holds a removed file open: longer than any
+/// read or cleaner pass that still holds the shard's own handle on it.
+const REMOVED_FILE_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes `held` (handles on files that were unlinked or renamed over) on
+/// the blocking pool after [`REMOVED_FILE_HOLD`], so the last close of each
+/// is not the shard's: that close frees the file's blocks, and with the
+/// `discard` mount option ext4 issues the discards right then and waits
+/// for them, stalling the thread that closes (measured: a shard stalled
+/// 3 ms or more 2.2 times a second while compacting, against 0.2).
+fn release_later(held: Vec<std::fs::File>) {
+    if held.is_empty() {
+        return;
+    }
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(REMOVED_FILE_HOLD).await;
+        glommio::executor().spawn_blocking(move || drop(held)).await;
+    })
+    .detach();
 }
 
 async fn open_dir(dir: &Path) -> Result<glommio::io::Directory, StorageError> {

@@ -668,15 +668,19 @@ impl PartitionLog {
             write_index_files(self.dir.clone(), vec![(marker, b"1\n".to_vec())]).await?;
         }
         let log_path = first.path.clone();
-        glommio::executor()
-            .spawn_blocking(move || -> Result<(), StorageError> {
-                remove_files(&index_paths)?;
+        let held = glommio::executor()
+            .spawn_blocking(move || -> Result<Vec<std::fs::File>, StorageError> {
+                let mut held = remove_files(&index_paths)?;
+                held.extend(std::fs::File::open(&log_path).ok());
                 // The new contents are synced: the rename may be lost in a
                 // crash (the old segment stays, just as valid), never torn.
                 std::fs::rename(&cleaned_path, &log_path)
-                    .map_err(StorageError::io("renaming", &log_path))
+                    .map_err(StorageError::io("renaming", &log_path))?;
+                Ok(held)
             })
             .await?;
+        // The old first segment's file, renamed over, closes off the shard.
+        release_later(held);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
