@@ -69,10 +69,8 @@ const STEP_BYTES: usize = 64 * 1024;
 /// for it to end.
 const STEP_TIME: Duration = Duration::from_micros(100);
 /// After a step the cleaner rests this many times as long as the step
-/// took: it uses at most a seventeenth of its shard's time. A step from
-/// the cache is all CPU, and produce's latency grows with every share of
-/// the shard's CPU taken (a 150-pair toggle run at a fifth: p99 +12.6%).
-const REST_PER_STEP: u32 = 16;
+/// took: it uses at most a fifth of its shard's time.
+const REST_PER_STEP: u32 = 4;
 /// A rewritten group is cached (when it was) only if it is at most this
 /// share of the shard's tail cache.
 const RECACHE_SHARE: usize = 8;
