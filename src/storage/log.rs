@@ -210,11 +210,8 @@ impl CacheBudget {
                 self.order.borrow_mut().push_front(ticket);
                 return;
             };
-            // A front older than the ticket's batch is a rewritten one
-            // cached in place of older batches (`Tail::replace`): it goes
-            // first.
             match tail.batches.front() {
-                Some(front) if front.seq <= ticket.seq => {
+                Some(front) if front.seq == ticket.seq => {
                     if front.last_offset >= tail.durable_below {
                         drop(tail);
                         self.order.borrow_mut().push_front(ticket);
@@ -224,25 +221,6 @@ impl CacheBudget {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// Counts a batch cached without a ticket of its own.
-    fn take(&self, bytes: usize) {
-        self.used_bytes.set(self.used_bytes.get() + bytes);
-        self.cached_batches.set(self.cached_batches.get() + 1);
-    }
-
-    /// Adds `count` tickets for `tail`'s oldest batches, as if just cached.
-    fn add_tickets(&self, tail: &Rc<RefCell<Tail>>, count: usize) {
-        let mut order = self.order.borrow_mut();
-        for _ in 0..count {
-            let seq = self.next_seq.get();
-            self.next_seq.set(seq + 1);
-            order.push_back(Ticket {
-                seq,
-                tail: Rc::downgrade(tail),
-            });
         }
     }
 
@@ -270,56 +248,6 @@ impl Tail {
         if let Some(batch) = self.batches.pop_front() {
             budget.release(batch.bytes.len());
         }
-    }
-
-    /// Puts `rewritten` (the batches a rewrite of `[from, to)` kept, in
-    /// offset order) in place of the cached batches of that range, as old
-    /// as the oldest of them, keeping those below `from`. Without
-    /// `rewritten`, or when none of the range was cached (cold data stays
-    /// out), every batch below `to` goes: the cache always holds every
-    /// batch from its oldest on. Returns how many more batches the tail
-    /// holds than before.
-    fn replace(
-        &mut self,
-        budget: &CacheBudget,
-        from: Offset,
-        to: Offset,
-        rewritten: Option<Vec<CachedBatch>>,
-    ) -> usize {
-        let mut below = Vec::new();
-        let mut replaced = None;
-        let mut dropped = 0usize;
-        while self
-            .batches
-            .front()
-            .is_some_and(|batch| batch.last_offset < to)
-        {
-            let Some(batch) = self.batches.pop_front() else {
-                break;
-            };
-            if batch.last_offset < from {
-                below.push(batch);
-            } else {
-                replaced.get_or_insert(batch.seq);
-                dropped += 1;
-                budget.release(batch.bytes.len());
-            }
-        }
-        let (Some(seq), Some(rewritten)) = (replaced, rewritten) else {
-            for batch in below {
-                budget.release(batch.bytes.len());
-            }
-            return 0;
-        };
-        let added = rewritten.len();
-        for batch in rewritten.into_iter().rev() {
-            budget.take(batch.bytes.len());
-            self.batches.push_front(CachedBatch { seq, ..batch });
-        }
-        for batch in below.into_iter().rev() {
-            self.batches.push_front(batch);
-        }
-        added.saturating_sub(dropped)
     }
 
     /// Drops the cached batches that end below `offset`.
@@ -1324,61 +1252,22 @@ impl PartitionLog {
 
     /// The cached batches of the segment `[base, next)` of `size` bytes,
     /// when the tail cache holds all of them (each a clone of the cached
-    /// buffer); `None` otherwise. The cache holds every batch from its
-    /// oldest on, with the file's bytes (a rewritten segment's own, once
-    /// its swap re-caches them), so it holds the whole segment when the
-    /// cached batches in its range add up to its size. (A compacted
-    /// segment's first batch may start after `base`.)
+    /// buffer); `None` otherwise.
     fn cached_segment(&self, base: Offset, next: Offset, size: u64) -> Option<Vec<Bytes>> {
-        let tail = self.tail.borrow();
-        let start = tail.batches.partition_point(|b| b.last_offset < base);
-        let batches: Vec<Bytes> = tail
-            .batches
-            .range(start..)
-            .take_while(|b| b.base_offset < next)
-            .map(|b| b.bytes.clone())
-            .collect();
+        let batches = self.read_cached(base, usize::MAX, next)?;
+        let starts_at_base = batches
+            .first()
+            .and_then(|first| BatchHeader::parse(first))
+            .is_some_and(|header| header.base_offset == base.0);
         let total: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
-        (total == size).then_some(batches)
+        // The same bytes as the file's (a rewritten segment's batches are
+        // never cached: its swap evicts them).
+        (starts_at_base && total == size).then_some(batches)
     }
 
-    /// Whether the tail cache holds any batch below `offset`.
-    fn caches_below(&self, offset: Offset) -> bool {
-        self.tail
-            .borrow()
-            .batches
-            .front()
-            .is_some_and(|batch| batch.last_offset < offset)
-    }
-
-    /// Caches the batches a rewrite of `[from, to)` kept in place of that
-    /// range's cached ones, or (without them) drops every cached batch
-    /// below `to` (see [`Tail::replace`]).
-    fn recache_rewritten(&self, from: Offset, to: Offset, rewritten: Option<Vec<Bytes>>) {
-        // Every batch or none: the cache may not skip one.
-        let rewritten = rewritten.and_then(|rewritten| {
-            rewritten
-                .into_iter()
-                .map(|bytes| {
-                    let header = BatchHeader::parse(&bytes)?;
-                    let base_offset = Offset(header.base_offset);
-                    Some(CachedBatch {
-                        seq: 0,
-                        base_offset,
-                        last_offset: Offset(base_offset.0 + i64::from(header.last_offset_delta)),
-                        bytes,
-                    })
-                })
-                .collect()
-        });
-        let extra = self
-            .tail
-            .borrow_mut()
-            .replace(&self.cache, from, to, rewritten);
-        // So that every cached batch can be evicted, however few the
-        // tickets of the batches it replaced.
-        self.cache.add_tickets(&self.tail, extra);
-        self.cache.evict();
+    /// Drops cached batches that end below `offset`.
+    fn evict_tail_below(&self, offset: Offset) {
+        self.tail.borrow_mut().drop_below(&self.cache, offset);
     }
 
     fn has_untrimmed_segments(&self) -> bool {

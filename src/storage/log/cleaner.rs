@@ -64,16 +64,9 @@ pub const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 /// Bytes of batches handled in one step, between two yields to produce
 /// and fetch (and, for a rewrite, gathered before they are written).
 const STEP_BYTES: usize = 64 * 1024;
-/// The longest a step from the tail cache runs before it yields: with no
-/// device read to wait on, a step is all CPU, and produce and fetch wait
-/// for it to end.
-const STEP_TIME: Duration = Duration::from_micros(100);
 /// After a step the cleaner rests this many times as long as the step
 /// took: it uses at most a fifth of its shard's time.
 const REST_PER_STEP: u32 = 4;
-/// A rewritten group is cached (when it was) only if it is at most this
-/// share of the shard's tail cache.
-const RECACHE_SHARE: usize = 8;
 
 /// Kafka's `log.cleaner.io.max.bytes.per.second`: the cleaner's reads and
 /// writes together are kept below this rate on average, measured over
@@ -485,17 +478,11 @@ impl PartitionLog {
         cleaned_path.push(".");
         cleaned_path.push(CLEANED_SUFFIX);
         let cleaned_path = PathBuf::from(cleaned_path);
-        // What a recent group keeps is cached in place of its batches, so
-        // the next pass reads it from memory, not the device.
-        let group_bytes: u64 = group.iter().map(|s| s.size).sum();
-        let recache = self.caches_below(last.next_offset)
-            && group_bytes <= (self.cache.limit_bytes / RECACHE_SHARE) as u64;
         let mut out = Rewrite {
             file: create_segment_file(&cleaned_path).await?,
             path: cleaned_path,
             writer: ChunkWriter::default(),
             segment: Segment::new(&self.dir, first.base_offset),
-            kept: recache.then(Vec::new),
         };
         let mut finish = Instant::now();
         let written = async {
@@ -516,7 +503,6 @@ impl PartitionLog {
             file,
             path,
             segment: mut rebuilt,
-            kept,
             ..
         } = out;
         drop(file);
@@ -534,7 +520,7 @@ impl PartitionLog {
         rebuilt.trimmed = true;
         rebuilt.seal_time_index();
         rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
-        let swapped = self.swap_in(group, rebuilt, path, kept).await;
+        let swapped = self.swap_in(group, rebuilt, path).await;
         *finishing += finish.elapsed();
         swapped?;
         Ok(Some(size))
@@ -553,7 +539,7 @@ impl PartitionLog {
         let mut batches = Batches::of(self, segment);
         let mut step = std::time::Instant::now();
         loop {
-            let (writer, rebuilt, cached) = (&mut out.writer, &mut out.segment, &mut out.kept);
+            let (writer, rebuilt) = (&mut out.writer, &mut out.segment);
             let more = batches
                 .step(throttle, |header, bytes| {
                     let kept = if compact::is_control(header) {
@@ -562,19 +548,9 @@ impl PartitionLog {
                         compact::filter_batch(bytes, header, |record| retain.keep(record))
                     };
                     match kept {
-                        Ok(Filtered::Unchanged) => {
-                            writer.push(rebuilt, header, bytes, config);
-                            if let Some(cached) = cached {
-                                cached.push(Bytes::copy_from_slice(bytes));
-                            }
-                        }
+                        Ok(Filtered::Unchanged) => writer.push(rebuilt, header, bytes, config),
                         Ok(Filtered::Rewritten(batch)) => match BatchHeader::parse(&batch) {
-                            Some(new) => {
-                                writer.push(rebuilt, &new, &batch, config);
-                                if let Some(cached) = cached {
-                                    cached.push(batch);
-                                }
-                            }
+                            Some(new) => writer.push(rebuilt, &new, &batch, config),
                             None => failed = Some(StorageError::CorruptMessage("filtered".into())),
                         },
                         Ok(Filtered::Empty) => {}
@@ -590,12 +566,8 @@ impl PartitionLog {
             if let Some(error) = failed {
                 return Err(error);
             }
-            // Written a step's bytes at a time (short steps from the cache
-            // gather less): fewer, larger writes queue beside produce's.
-            if out.writer.pending.len() >= STEP_BYTES {
-                let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
-                throttle.observe(written).await;
-            }
+            let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
+            throttle.observe(written).await;
             if !more {
                 return Ok(());
             }
@@ -657,7 +629,6 @@ impl PartitionLog {
         group: &[&Cleanable],
         mut rebuilt: Segment,
         cleaned_path: PathBuf,
-        kept: Option<Vec<Bytes>>,
     ) -> Result<(), StorageError> {
         let _turn = take_turn(
             &self.segments_turn,
@@ -723,9 +694,8 @@ impl PartitionLog {
                 state.segments.remove(&merged.base_offset);
             }
             state.segments.insert(first.base_offset, rebuilt);
-            // Cached batches of the old segments are not served again;
-            // what the rewrite kept is, when the group was cached.
-            self.recache_rewritten(first.base_offset, last.next_offset, kept);
+            // Cached batches of the old segments are not served again.
+            self.evict_tail_below(last.next_offset);
         }
         // The rest of the group goes once the rename is on disk (until
         // then, recovery needs them); a failure leaves them to the next
@@ -743,14 +713,12 @@ impl PartitionLog {
 }
 
 /// A new segment being written by the cleaner: its `.cleaned` file, the
-/// bytes not yet written, its in-memory state (indexes) and, when it is to
-/// be cached, its batches.
+/// bytes not yet written, and its in-memory state (indexes).
 struct Rewrite {
     file: DmaFile,
     path: PathBuf,
     writer: ChunkWriter,
     segment: Segment,
-    kept: Option<Vec<Bytes>>,
 }
 
 /// Batches gathered for writing, block-aligned, to a new segment file.
@@ -834,9 +802,9 @@ impl PartitionLog {
 }
 
 /// Where the cleaner reads a segment's batches: from the tail cache when
-/// it holds the whole segment (a recent, dirty one, or one a recent pass
-/// rewrote: no device read, so the cleaner's I/O does not queue beside
-/// produce's), else from the file, throttled. The cached buffers are shared, not copied; holding
+/// it holds the whole segment (a recent, dirty one: no device read, so
+/// the cleaner's I/O does not queue beside produce's), else from the
+/// file, throttled. The cached buffers are shared, not copied; holding
 /// them keeps at most one segment's worth alive past an eviction.
 struct Batches<'a> {
     from: Source<'a>,
@@ -871,9 +839,8 @@ impl<'a> Batches<'a> {
         }
     }
 
-    /// Visits the batches of one step (about [`STEP_BYTES`], and from the
-    /// cache at most about [`STEP_TIME`]); `false` once `visit` stopped or
-    /// the segment ended.
+    /// Visits the batches of one step (about [`STEP_BYTES`]); `false` once
+    /// `visit` stopped or the segment ended.
     async fn step(
         &mut self,
         throttle: &Throttle,
@@ -884,7 +851,6 @@ impl<'a> Batches<'a> {
         let (files, cache) = self.reads.get();
         match &mut self.from {
             Source::Cached { batches, next } => {
-                let started = Instant::now();
                 while let Some(batch) = batches.get(*next) {
                     let header = BatchHeader::parse(batch)
                         .ok_or_else(|| StorageError::CorruptMessage("cached batch".into()))?;
@@ -894,7 +860,7 @@ impl<'a> Batches<'a> {
                         stopped = true;
                         break;
                     }
-                    if scanned >= STEP_BYTES || started.elapsed() >= STEP_TIME {
+                    if scanned >= STEP_BYTES {
                         break;
                     }
                 }
@@ -1102,20 +1068,14 @@ mod tests {
             );
 
             // Past delete.retention.ms the tombstone goes, and key-7 with it.
-            let again = log
-                .clean(
-                    t + 5_000,
-                    &mut OffsetMap::within(1 << 20),
-                    &Throttle::unlimited(),
-                )
-                .await
-                .expect("clean")
-                .expect("due");
-            if cache_bytes > 0 {
-                // The first pass's segments were cached as it rewrote them.
-                assert_eq!(again.bytes_read_from_files, 0, "{again:?}");
-                assert!(again.bytes_read_from_cache > 0, "{again:?}");
-            }
+            log.clean(
+                t + 5_000,
+                &mut OffsetMap::within(1 << 20),
+                &Throttle::unlimited(),
+            )
+            .await
+            .expect("clean")
+            .expect("due");
             let later = contents(&log).await;
             assert_eq!(later, expected(&before, active, false));
             assert!(!later.values().any(|(k, _)| k == b"key-7"));
