@@ -15,7 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -108,38 +108,11 @@ impl Default for LogConfig {
     }
 }
 
-/// The bound on tail-cache memory of one shard, shared by its logs. Over
-/// it, the shard's oldest cached batches go first, whichever log holds
-/// them, so the cache keeps the shard's most recent appends: a log that
-/// was idle when the budget filled gets its share back once it appends.
+/// The bound on tail-cache memory of one shard, shared by its logs.
 #[derive(Debug)]
 pub struct CacheBudget {
     limit_bytes: usize,
     used_bytes: Cell<usize>,
-    /// Every cached batch of the shard, in the order it was cached (one
-    /// ticket each; a ticket whose batch went another way is skipped).
-    order: RefCell<VecDeque<Ticket>>,
-    next_seq: Cell<u64>,
-    cached_batches: Cell<usize>,
-}
-
-/// A cached batch's place in its shard's eviction order.
-#[derive(Debug)]
-struct Ticket {
-    seq: u64,
-    tail: Weak<RefCell<Tail>>,
-}
-
-impl Ticket {
-    /// Whether its batch may still be cached: batches leave a tail only
-    /// from its front, so one is gone once the front is newer.
-    fn live(&self) -> bool {
-        self.tail.upgrade().is_some_and(|tail| {
-            tail.try_borrow().map_or(true, |tail| {
-                tail.batches.front().is_some_and(|b| b.seq <= self.seq)
-            })
-        })
-    }
 }
 
 impl CacheBudget {
@@ -147,9 +120,6 @@ impl CacheBudget {
         Rc::new(CacheBudget {
             limit_bytes,
             used_bytes: Cell::new(0),
-            order: RefCell::new(VecDeque::new()),
-            next_seq: Cell::new(0),
-            cached_batches: Cell::new(0),
         })
     }
 
@@ -159,106 +129,6 @@ impl CacheBudget {
 
     fn over(&self) -> bool {
         self.used_bytes.get() > self.limit_bytes
-    }
-
-    /// Caches `bytes` (the batch `[base_offset, last_offset]`) at the end
-    /// of `tail`, then evicts the shard's oldest while over the budget.
-    fn admit(
-        &self,
-        tail: &Rc<RefCell<Tail>>,
-        base_offset: Offset,
-        last_offset: Offset,
-        bytes: Bytes,
-    ) {
-        let seq = self.next_seq.get();
-        self.next_seq.set(seq + 1);
-        self.used_bytes.set(self.used_bytes.get() + bytes.len());
-        self.cached_batches.set(self.cached_batches.get() + 1);
-        tail.borrow_mut().batches.push_back(CachedBatch {
-            seq,
-            base_offset,
-            last_offset,
-            bytes,
-        });
-        let mut order = self.order.borrow_mut();
-        order.push_back(Ticket {
-            seq,
-            tail: Rc::downgrade(tail),
-        });
-        // Tickets of batches that left another way (a swap, a deleted
-        // log) are dropped here when they outnumber the cached batches.
-        if order.len() > 2 * self.cached_batches.get() + 1024 {
-            order.retain(Ticket::live);
-        }
-        drop(order);
-        self.evict();
-    }
-
-    /// Drops the shard's oldest durable cached batches while over the
-    /// budget (a batch above its log's high watermark stops it: every
-    /// later one is as new).
-    fn evict(&self) {
-        while self.over() {
-            let Some(ticket) = self.order.borrow_mut().pop_front() else {
-                return;
-            };
-            let Some(tail) = ticket.tail.upgrade() else {
-                continue;
-            };
-            // Never borrowed across an await; were it, eviction waits.
-            let Ok(mut tail) = tail.try_borrow_mut() else {
-                self.order.borrow_mut().push_front(ticket);
-                return;
-            };
-            match tail.batches.front() {
-                Some(front) if front.seq == ticket.seq => {
-                    if front.last_offset >= tail.durable_below {
-                        drop(tail);
-                        self.order.borrow_mut().push_front(ticket);
-                        return;
-                    }
-                    tail.drop_oldest(self);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Gives a dropped batch's bytes back.
-    fn release(&self, bytes: usize) {
-        self.used_bytes
-            .set(self.used_bytes.get().saturating_sub(bytes));
-        self.cached_batches
-            .set(self.cached_batches.get().saturating_sub(1));
-    }
-}
-
-/// One log's tail cache: its recently appended batches, oldest first, all
-/// below its next offset. Shared with the shard's budget, which evicts.
-#[derive(Debug, Default)]
-struct Tail {
-    batches: VecDeque<CachedBatch>,
-    /// The log's high watermark: the batches below it are durable, the
-    /// only ones evicted.
-    durable_below: Offset,
-}
-
-impl Tail {
-    fn drop_oldest(&mut self, budget: &CacheBudget) {
-        if let Some(batch) = self.batches.pop_front() {
-            budget.release(batch.bytes.len());
-        }
-    }
-
-    /// Drops the cached batches that end below `offset`.
-    fn drop_below(&mut self, budget: &CacheBudget, offset: Offset) {
-        while self
-            .batches
-            .front()
-            .is_some_and(|batch| batch.last_offset < offset)
-        {
-            self.drop_oldest(budget);
-        }
     }
 }
 
@@ -287,8 +157,6 @@ pub struct TimestampHit {
 
 #[derive(Debug)]
 struct CachedBatch {
-    /// Its place in the shard's eviction order.
-    seq: u64,
     base_offset: Offset,
     last_offset: Offset,
     bytes: Bytes,
@@ -300,6 +168,8 @@ struct LogState {
     log_start: Offset,
     next_offset: Offset,
     high_watermark: Offset,
+    /// Recently appended batches, oldest first, all below `next_offset`.
+    tail: VecDeque<CachedBatch>,
 }
 
 impl LogState {
@@ -318,7 +188,6 @@ pub struct PartitionLog {
     /// Changed live by AlterConfigs; read afresh by every operation.
     config: Cell<LogConfig>,
     cache: Rc<CacheBudget>,
-    tail: Rc<RefCell<Tail>>,
     state: RefCell<LogState>,
     flushing: Cell<bool>,
     /// Held by a flush and by the flush timer's sync, so a group-commit
@@ -470,15 +339,12 @@ impl PartitionLog {
             dir,
             config: Cell::new(config),
             cache,
-            tail: Rc::new(RefCell::new(Tail {
-                batches: VecDeque::new(),
-                durable_below: next_offset,
-            })),
             state: RefCell::new(LogState {
                 segments,
                 log_start,
                 next_offset,
                 high_watermark: next_offset,
+                tail: VecDeque::new(),
             }),
             flushing: Cell::new(false),
             io_turn: glommio::sync::Semaphore::new(1),
@@ -579,9 +445,15 @@ impl PartitionLog {
         state.next_offset = last_offset.next();
         self.unsynced_records
             .set(self.unsynced_records.get() + i64::from(header.record_count.max(0)));
-        drop(state);
         self.cache
-            .admit(&self.tail, base_offset, last_offset, assigned);
+            .used_bytes
+            .set(self.cache.used_bytes.get() + assigned.len());
+        state.tail.push_back(CachedBatch {
+            base_offset,
+            last_offset,
+            bytes: assigned,
+        });
+        self.evict(&mut state);
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -589,6 +461,21 @@ impl PartitionLog {
             size_bytes: records.len(),
             max_timestamp: header.max_timestamp,
         })
+    }
+
+    /// Drops this log's oldest durable cached batches while the shard is
+    /// over its cache budget.
+    fn evict(&self, state: &mut LogState) {
+        while self.cache.over() {
+            let evictable = state
+                .tail
+                .front()
+                .is_some_and(|b| b.last_offset < state.high_watermark);
+            if !evictable {
+                break;
+            }
+            self.drop_oldest_cached(state);
+        }
     }
 
     fn sync_due(&self, config: &LogConfig, now_ms: i64) -> bool {
@@ -753,10 +640,9 @@ impl PartitionLog {
                 }
             }
             state.high_watermark = state.high_watermark.max(target);
+            self.evict(&mut state);
             state.high_watermark
         };
-        self.tail.borrow_mut().durable_below = high_watermark;
-        self.cache.evict();
         // A segment closed by this flush gets its index files from
         // `write_missing_indexes`, off the acknowledgement's path.
         Ok(high_watermark)
@@ -959,15 +845,15 @@ impl PartitionLog {
         max_bytes: usize,
         high_watermark: Offset,
     ) -> Option<Vec<Bytes>> {
-        let tail = self.tail.borrow();
-        let first = tail.batches.front()?;
+        let state = self.state.borrow();
+        let first = state.tail.front()?;
         if first.base_offset > offset {
             return None;
         }
-        let start = tail.batches.partition_point(|b| b.last_offset < offset);
+        let start = state.tail.partition_point(|b| b.last_offset < offset);
         let mut batches = Vec::new();
         let mut total = 0usize;
-        for cached in tail.batches.range(start..) {
+        for cached in state.tail.range(start..) {
             if cached.base_offset >= high_watermark {
                 break;
             }
@@ -1174,7 +1060,7 @@ impl PartitionLog {
                 state.log_start = state.log_start.max(first);
             }
             let log_start = state.log_start;
-            self.tail.borrow_mut().drop_below(&self.cache, log_start);
+            self.evict_tail_below(&mut state, log_start);
             doomed
         };
         if doomed.is_empty() {
@@ -1266,8 +1152,26 @@ impl PartitionLog {
     }
 
     /// Drops cached batches that end below `offset`.
-    fn evict_tail_below(&self, offset: Offset) {
-        self.tail.borrow_mut().drop_below(&self.cache, offset);
+    fn evict_tail_below(&self, state: &mut LogState, offset: Offset) {
+        while state
+            .tail
+            .front()
+            .is_some_and(|batch| batch.last_offset < offset)
+        {
+            self.drop_oldest_cached(state);
+        }
+    }
+
+    /// Drops the oldest cached batch and gives its bytes back to the budget.
+    fn drop_oldest_cached(&self, state: &mut LogState) {
+        if let Some(batch) = state.tail.pop_front() {
+            let used = self
+                .cache
+                .used_bytes
+                .get()
+                .saturating_sub(batch.bytes.len());
+            self.cache.used_bytes.set(used);
+        }
     }
 
     fn has_untrimmed_segments(&self) -> bool {
@@ -1328,11 +1232,15 @@ impl PartitionLog {
 impl Drop for PartitionLog {
     /// Gives this log's cached bytes back to the shard's budget.
     fn drop(&mut self) {
-        // Its tickets are skipped from now on: the tail goes with the log.
-        let mut tail = self.tail.borrow_mut();
-        while !tail.batches.is_empty() {
-            tail.drop_oldest(&self.cache);
-        }
+        let cached: usize = self
+            .state
+            .get_mut()
+            .tail
+            .iter()
+            .map(|b| b.bytes.len())
+            .sum();
+        let used = self.cache.used_bytes.get().saturating_sub(cached);
+        self.cache.used_bytes.set(used);
     }
 }
 
@@ -1981,48 +1889,6 @@ mod tests {
             drop(first);
             drop(second);
             assert_eq!(budget.used_bytes(), 0, "a dropped log gives its bytes back");
-        });
-    }
-
-    #[test]
-    fn the_shard_evicts_its_oldest_batches_first() {
-        run(|dir| async move {
-            let budget = CacheBudget::new(2_000);
-            let open_log = |name: &str| {
-                PartitionLog::open(dir.join(name), LogConfig::default(), budget.clone())
-            };
-            let busy = open_log("busy").await.expect("open");
-            let idle = open_log("idle").await.expect("open");
-            // The busy log fills the budget; then the idle one appends.
-            fill(&busy, 40, 1_000).await;
-            let busy_cached =
-                |log: &PartitionLog| log.read_cached(Offset(0), usize::MAX, log.high_watermark());
-            assert!(busy_cached(&busy).is_none(), "its oldest went");
-            let produced = fill(&idle, 3, 1_000).await;
-            let cached = idle
-                .read_cached(Offset(0), usize::MAX, idle.high_watermark())
-                .expect("the newest appends are cached, whichever log made them");
-            assert_eq!(cached, assigned(&produced, Offset(0)));
-            assert!(budget.used_bytes() <= 2_000, "{}", budget.used_bytes());
-            // The busy log's newest are still cached; its older ones went.
-            let newest = Offset(busy.high_watermark().0 - 2);
-            assert!(
-                busy.read_cached(newest, usize::MAX, busy.high_watermark())
-                    .is_some()
-            );
-            // Tickets of batches gone another way do not pile up.
-            drop(busy);
-            for round in 0..200 {
-                let log = open_log(&format!("gone-{round}")).await.expect("open");
-                fill(&log, 20, 1_000).await;
-            }
-            let tickets = budget.order.borrow().len();
-            assert!(
-                tickets <= 2 * budget.cached_batches.get() + 1024 + 1,
-                "{tickets}"
-            );
-            drop(idle);
-            assert_eq!(budget.used_bytes(), 0);
         });
     }
 

@@ -695,7 +695,7 @@ impl PartitionLog {
             }
             state.segments.insert(first.base_offset, rebuilt);
             // Cached batches of the old segments are not served again.
-            self.evict_tail_below(last.next_offset);
+            self.evict_tail_below(&mut state, last.next_offset);
         }
         // The rest of the group goes once the rename is on disk (until
         // then, recovery needs them); a failure leaves them to the next
