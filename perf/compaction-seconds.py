@@ -35,9 +35,7 @@ quantile = _toggle().quantile
 
 
 def passes(directory):
-    """[(start_ms, end_ms, waiting_ms, finishing_ms)] from the broker log
-    (`waiting_ms`: time the shard waited for the cleaner thread; logged as
-    `stepping_ms`, time in the shard's own steps, before the thread)."""
+    """[(start_ms, end_ms, stepping_ms, finishing_ms)] from the broker log."""
     found = []
     for line in open(f"{directory}/broker.log"):
         if "log compacted" not in line:
@@ -48,8 +46,7 @@ def passes(directory):
         end = datetime.datetime.strptime(line[:26], "%Y-%m-%dT%H:%M:%S.%f")
         end = end.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000
         found.append((end - float(fields["took_ms"]), end,
-                      float(fields.get("waiting_ms", fields.get("stepping_ms", 0))),
-                      float(fields["finishing_ms"])))
+                      float(fields["stepping_ms"]), float(fields["finishing_ms"])))
     return found
 
 
@@ -72,7 +69,7 @@ def main(directory):
             groups.setdefault(group, []).append(histogram)
     if cleaned:
         print(f"{len(cleaned)} passes, median took {statistics.median(e - s for s, e, _, _ in cleaned):.0f} ms,"
-              f" waiting for the cleaner thread {statistics.median(p[2] for p in cleaned):.1f} ms,"
+              f" stepping {statistics.median(p[2] for p in cleaned):.1f} ms,"
               f" finishing {statistics.median(p[3] for p in cleaned):.1f} ms")
     print(f"{'seconds':20} {'n':>4}  {'p50 ms':>7} {'p99 ms':>7}  (medians over the seconds)")
     for group in ["delete", "compact, no pass", "compact, pass <50%", "compact, pass >=50%"]:

@@ -20,7 +20,7 @@ use crate::config::{BrokerConfig, MAX_PARTITIONS_PER_TOPIC};
 use crate::group::{Coordinator, OFFSETS_TOPIC};
 use crate::metadata::topic_config;
 use crate::metadata::{ClusterView, MetadataLog, MetadataRecord, placement};
-use crate::storage::log::{CleanerThread, OffsetMap};
+use crate::storage::log::{OffsetMap, Throttle};
 use crate::storage::{CacheBudget, PartitionLog, StorageError};
 use crate::types::ShardId;
 use commit::GroupCommit;
@@ -44,9 +44,8 @@ pub struct Shard {
     logs: RefCell<HashMap<String, Vec<Option<Rc<PartitionLog>>>>>,
     cache: Rc<CacheBudget>,
     pub commit: Rc<GroupCommit>,
-    /// The log cleaner's worker thread (at idle priority, on this shard's
-    /// CPU), with this shard's part of log.cleaner.io.max.bytes.per.second.
-    cleaner: CleanerThread,
+    /// This shard's part of log.cleaner.io.max.bytes.per.second.
+    cleaner_throttle: Throttle,
     /// The consumer groups this shard coordinates.
     pub groups: Coordinator,
     pub mesh: Mesh,
@@ -70,7 +69,7 @@ impl Shard {
     ) -> Shard {
         let cache = CacheBudget::new(config.tail_cache_bytes_per_shard);
         let groups = Coordinator::new(config.group.clone());
-        let cleaner = CleanerThread::new(
+        let cleaner_throttle = Throttle::new(
             config.cleaner_io_max_bytes_per_second / config.shard_count.max(1) as f64,
         );
         Shard {
@@ -80,7 +79,7 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             cache,
             commit: Rc::new(GroupCommit::default()),
-            cleaner,
+            cleaner_throttle,
             groups,
             mesh,
             metadata_log: RefCell::new(metadata_log),
@@ -612,7 +611,7 @@ impl Shard {
                 return;
             }
             match log
-                .clean(crate::types::now_ms(), &mut map, &self.cleaner)
+                .clean(crate::types::now_ms(), &mut map, &self.cleaner_throttle)
                 .await
             {
                 Ok(None) => {}
@@ -626,8 +625,9 @@ impl Shard {
                     bytes_before = outcome.bytes_before,
                     bytes_after = outcome.bytes_after,
                     read_from_files = outcome.bytes_read_from_files,
+                    read_from_cache = outcome.bytes_read_from_cache,
                     took_ms = outcome.took.as_secs_f64() * 1e3,
-                    waiting_ms = outcome.waiting.as_secs_f64() * 1e3,
+                    stepping_ms = outcome.stepping.as_secs_f64() * 1e3,
                     finishing_ms = outcome.finishing.as_secs_f64() * 1e3,
                     "log compacted"
                 ),

@@ -29,8 +29,6 @@ pub enum StorageError {
         "an earlier sync of directory {path} failed; no segment file there is removed until a restart"
     )]
     SyncFailedBefore { path: PathBuf },
-    #[error("the cleaner's worker thread stopped before answering")]
-    CleanerStopped,
     #[error(
         "segment {path} holds a batch at offset {found} where {expected} or later was expected"
     )]

@@ -29,9 +29,7 @@ use super::time_index;
 use crate::types::Offset;
 
 mod cleaner;
-mod cleaner_thread;
-pub use cleaner::{CLEANED_SUFFIX, COMPACTED_MARKER, CleanOutcome, OffsetMap};
-pub use cleaner_thread::CleanerThread;
+pub use cleaner::{CLEANED_SUFFIX, COMPACTED_MARKER, CleanOutcome, OffsetMap, Throttle};
 
 /// The one partition leader epoch of a single-node partition.
 pub const LEADER_EPOCH: i32 = 0;
@@ -214,6 +212,12 @@ pub struct PartitionLog {
     cleaning: Cell<bool>,
     cleaned_to: Cell<Offset>,
     tombstone_deadline: Cell<Option<i64>>,
+    /// Bytes the pass in progress read from files and from the tail cache.
+    cleaner_reads: Cell<(u64, u64)>,
+    /// Time the pass in progress spent in its steps (reading and
+    /// filtering batches; not its rests, syncs or swaps), counted at each
+    /// rest: a segment's last step, which no rest follows, is left out.
+    cleaner_stepping: Cell<std::time::Duration>,
     /// `.log` files of segments the cleaner merged into an earlier one that
     /// a failure left on disk (the log no longer holds them). Removed
     /// before the next swap or delete: recovery reads such a file as the
@@ -351,6 +355,8 @@ impl PartitionLog {
             retired: Cell::new(false),
             cleaning: Cell::new(false),
             cleaned_to: Cell::new(cleaned_to),
+            cleaner_reads: Cell::new((0, 0)),
+            cleaner_stepping: Cell::new(std::time::Duration::ZERO),
             merged_away: RefCell::new(Vec::new()),
             removals_stuck: Cell::new(false),
             // Unknown after a restart: the first look goes through the
@@ -1128,6 +1134,21 @@ impl PartitionLog {
             self.removals_stuck.set(true);
         }
         synced
+    }
+
+    /// The cached batches of the segment `[base, next)` of `size` bytes,
+    /// when the tail cache holds all of them (each a clone of the cached
+    /// buffer); `None` otherwise.
+    fn cached_segment(&self, base: Offset, next: Offset, size: u64) -> Option<Vec<Bytes>> {
+        let batches = self.read_cached(base, usize::MAX, next)?;
+        let starts_at_base = batches
+            .first()
+            .and_then(|first| BatchHeader::parse(first))
+            .is_some_and(|header| header.base_offset == base.0);
+        let total: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
+        // The same bytes as the file's (a rewritten segment's batches are
+        // never cached: its swap evicts them).
+        (starts_at_base && total == size).then_some(batches)
     }
 
     /// Drops cached batches that end below `offset`.

@@ -124,21 +124,6 @@ impl Segment {
         position: u64,
         index_interval_bytes: u64,
     ) {
-        self.index_batch_with(header, position, index_interval_bytes, || {
-            super::batch::offset_of_max_timestamp(header, batch)
-        });
-    }
-
-    /// [`Segment::index_batch`] for a batch not at hand:
-    /// `max_timestamp_offset` gives the offset of its record with the max
-    /// timestamp, asked for only when the segment's max grows.
-    pub fn index_batch_with(
-        &mut self,
-        header: &BatchHeader,
-        position: u64,
-        index_interval_bytes: u64,
-        max_timestamp_offset: impl FnOnce() -> i64,
-    ) {
         let last = Offset(header.last_offset());
         if self.bytes_since_index_entry > index_interval_bytes {
             self.index
@@ -154,7 +139,8 @@ impl Segment {
             .max_timestamp
             .is_none_or(|(t, _)| header.max_timestamp > t)
         {
-            self.max_timestamp = Some((header.max_timestamp, Offset(max_timestamp_offset())));
+            let offset = Offset(super::batch::offset_of_max_timestamp(header, batch));
+            self.max_timestamp = Some((header.max_timestamp, offset));
         }
         self.next_offset = last.next();
     }

@@ -43,15 +43,15 @@
 //!   whole log as dirty; the first look after a restart goes through the
 //!   kept tombstones once to learn when the next one is due.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cleaner_thread::{
-    BatchReader, CleanerThread, Opened, SegmentFile, SegmentWriter, Throttle,
-};
+use bytes::Bytes;
+
 use super::*;
 use crate::storage::compact::{self, Filtered, RecordView};
+use crate::storage::segment::ScanEnd;
 
 /// Suffix of a segment being rewritten by the cleaner; never trusted.
 pub const CLEANED_SUFFIX: &str = "cleaned";
@@ -61,6 +61,70 @@ pub const COMPACTED_MARKER: &str = "compacted";
 /// cleaned, in decimal ASCII, replaced atomically after each pass), so a
 /// restart does not count the whole log as dirty again.
 pub const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+/// Bytes of batches handled in one step, between two yields to produce
+/// and fetch (and, for a rewrite, gathered before they are written).
+const STEP_BYTES: usize = 64 * 1024;
+/// After a step the cleaner rests this many times as long as the step
+/// took: it uses at most a fifth of its shard's time.
+const REST_PER_STEP: u32 = 4;
+
+/// Kafka's `log.cleaner.io.max.bytes.per.second`: the cleaner's reads and
+/// writes together are kept below this rate on average, measured over
+/// [`THROTTLE_CHECK_INTERVAL`] windows (Kafka's `Throttler`). One per shard,
+/// shared by every log it cleans; borrowed only between awaits.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_second: f64,
+    window_start: Cell<Instant>,
+    window_bytes: Cell<f64>,
+}
+
+/// How often the throttle compares the rate with its bound.
+const THROTTLE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest one rest of the throttle (a tiny bound on a large step).
+const THROTTLE_SLEEP_MAX: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    /// A bound of `bytes_per_second` (not finite or not positive: none).
+    pub fn new(bytes_per_second: f64) -> Throttle {
+        Throttle {
+            bytes_per_second,
+            window_start: Cell::new(Instant::now()),
+            window_bytes: Cell::new(0.0),
+        }
+    }
+
+    pub fn unlimited() -> Throttle {
+        Throttle::new(f64::INFINITY)
+    }
+
+    fn limited(&self) -> bool {
+        self.bytes_per_second.is_finite() && self.bytes_per_second > 0.0
+    }
+
+    /// Counts `bytes` of cleaner I/O; sleeps as long as it takes to bring
+    /// the window's rate down to the bound when it is above.
+    async fn observe(&self, bytes: u64) {
+        if !self.limited() {
+            return;
+        }
+        self.window_bytes
+            .set(self.window_bytes.get() + bytes as f64);
+        let elapsed = self.window_start.get().elapsed();
+        if elapsed < THROTTLE_CHECK_INTERVAL {
+            return;
+        }
+        let due = Duration::try_from_secs_f64(self.window_bytes.get() / self.bytes_per_second)
+            .unwrap_or(THROTTLE_SLEEP_MAX);
+        if let Some(ahead) = due.checked_sub(elapsed) {
+            let ahead = ahead.min(THROTTLE_SLEEP_MAX);
+            glommio::timer::sleep(ahead).await;
+        }
+        self.window_start.set(Instant::now());
+        self.window_bytes.set(0.0);
+    }
+}
+
 /// What one cleaning did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanOutcome {
@@ -71,36 +135,28 @@ pub struct CleanOutcome {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub keys: usize,
-    /// Bytes read from segment files (by the cleaner thread).
+    /// Bytes of batches read from segment files, and from the tail cache.
     pub bytes_read_from_files: u64,
-    /// The pass from its first read to its checkpoint; the part of it the
-    /// shard waited for the cleaner thread (reading, mapping, filtering,
-    /// writing and syncing the new segments); and the part the shard spent
-    /// finishing them (the swaps, the directory syncs, the index files
-    /// and the checkpoint).
+    pub bytes_read_from_cache: u64,
+    /// The pass from its first read to its checkpoint; the part of it in
+    /// steps (reading and filtering batches, between rests); and the part
+    /// finishing new segments (their last write and sync, the swaps, the
+    /// directory syncs, the index files and the checkpoint).
     pub took: Duration,
-    pub waiting: Duration,
+    pub stepping: Duration,
     pub finishing: Duration,
 }
 
 /// A closed segment the cleaner may rewrite.
 struct Cleanable {
     base_offset: Offset,
+    file: Rc<DmaFile>,
     path: PathBuf,
     size: u64,
     next_offset: Offset,
     /// Sizes of its offset and time index.
     index_bytes: u64,
     time_index_bytes: u64,
-}
-
-impl Cleanable {
-    fn file(&self) -> SegmentFile {
-        SegmentFile {
-            path: self.path.clone(),
-            size: self.size,
-        }
-    }
 }
 
 /// The segments of a pass in groups, each to be rewritten into one new
@@ -191,33 +247,26 @@ impl OffsetMap {
     }
 }
 
-/// When a pass's tombstones go.
-#[derive(Debug, Clone, Copy)]
-struct RetainRule {
-    /// Tombstones with a timestamp before this go.
-    tombstone_horizon: i64,
-    delete_retention_ms: i64,
+/// How far a pass's map reached.
+enum Mapped {
+    /// Every batch of the segment.
+    Whole,
+    /// The map filled: batches from this offset on were left out.
+    FullAt(i64),
 }
 
 /// The cleaner's decision for each record.
 struct Retain<'a> {
     latest: &'a OffsetMap,
-    rule: RetainRule,
+    /// Tombstones with a timestamp before this go.
+    tombstone_horizon: i64,
+    delete_retention_ms: i64,
     /// The earliest time a kept tombstone may go.
     next_deadline: Option<i64>,
     removed: u64,
 }
 
-impl<'a> Retain<'a> {
-    fn new(latest: &'a OffsetMap, rule: RetainRule) -> Self {
-        Retain {
-            latest,
-            rule,
-            next_deadline: None,
-            removed: 0,
-        }
-    }
-
+impl Retain<'_> {
     fn keep(&mut self, record: &RecordView<'_>) -> bool {
         // A key the map does not hold has no later record in this pass's
         // range (the map covers all of its dirty part).
@@ -226,11 +275,9 @@ impl<'a> Retain<'a> {
                 .get(key)
                 .is_none_or(|latest| record.offset >= latest)
         });
-        let keep = latest && !(record.tombstone && record.timestamp < self.rule.tombstone_horizon);
+        let keep = latest && !(record.tombstone && record.timestamp < self.tombstone_horizon);
         if keep && record.tombstone {
-            let deadline = record
-                .timestamp
-                .saturating_add(self.rule.delete_retention_ms);
+            let deadline = record.timestamp.saturating_add(self.delete_retention_ms);
             self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
         }
         if !keep {
@@ -241,14 +288,13 @@ impl<'a> Retain<'a> {
 }
 
 impl PartitionLog {
-    /// Compacts the log if its policy says so and it is due, its segments
-    /// read and written by `worker`. `None` when nothing was due, or when a
-    /// dirty segment went (retention) before the pass could map it.
+    /// Compacts the log if its policy says so and it is due. `None` when
+    /// nothing was due.
     pub async fn clean(
         &self,
         now_ms: i64,
         map: &mut OffsetMap,
-        worker: &CleanerThread,
+        throttle: &Throttle,
     ) -> Result<Option<CleanOutcome>, StorageError> {
         let config = self.config.get();
         if !config.cleanup_compact || self.cleaning.replace(true) {
@@ -275,113 +321,63 @@ impl PartitionLog {
 
         let started = Instant::now();
         let mut finishing = Duration::ZERO;
-        let mut waiting = Duration::ZERO;
-        let capacity = map.capacity;
-        let dirty_files: Vec<SegmentFile> = cleanable
-            .iter()
-            .filter(|c| c.next_offset > dirty_from)
-            .map(Cleanable::file)
-            .collect();
-        let mut owned = std::mem::replace(map, OffsetMap::with_capacity(capacity));
-        let asked = Instant::now();
-        let (owned, mapped) = worker
-            .run(move |throttle| {
-                owned.clear();
-                let mapped = map_keys(&dirty_files, dirty_from, &mut owned, throttle);
-                (owned, mapped)
-            })
-            .await?;
-        waiting += asked.elapsed();
-        *map = owned;
-        let mapped = mapped?;
-        if mapped.gone {
-            return Ok(None);
+        map.clear();
+        self.cleaner_reads.set((0, 0));
+        self.cleaner_stepping.set(Duration::ZERO);
+        let mut cleaned_to = last.next_offset;
+        for segment in cleanable.iter().filter(|c| c.next_offset > dirty_from) {
+            if let Mapped::FullAt(offset) =
+                self.map_keys(segment, dirty_from, map, throttle).await?
+            {
+                cleaned_to = Offset(offset);
+                break;
+            }
         }
-        let cleaned_to = mapped.full_at.map_or(last.next_offset, Offset);
         let in_pass: Vec<&Cleanable> = cleanable
             .iter()
             .filter(|c| c.base_offset < cleaned_to)
             .collect();
-        let rule = RetainRule {
+        let mut retain = Retain {
+            latest: map,
             tombstone_horizon: now_ms.saturating_sub(config.delete_retention_ms),
             delete_retention_ms: config.delete_retention_ms,
+            next_deadline: None,
+            removed: 0,
         };
         let mut outcome = CleanOutcome {
             keys: map.len(),
             bytes_before: in_pass.iter().map(|c| c.size).sum(),
-            bytes_read_from_files: mapped.bytes_read,
             ..CleanOutcome::default()
         };
-        let mut next_deadline = None;
-        let latest = Arc::new(std::mem::replace(map, OffsetMap::with_capacity(capacity)));
         for group in group_by_size(&in_pass, &config) {
-            let (Some(first), Some(last)) = (group.first(), group.last()) else {
-                continue;
-            };
-            let files: Vec<SegmentFile> = group.iter().map(|c| c.file()).collect();
-            let cleaned_path = cleaned_path(&first.path);
-            let latest = latest.clone();
-            let asked = Instant::now();
-            let rewritten = worker
-                .run({
-                    let cleaned_path = cleaned_path.clone();
-                    move |throttle| {
-                        let rewritten =
-                            rewrite_group(&files, &cleaned_path, rule, &latest, throttle);
-                        // The map goes back to the shard whole.
-                        drop(latest);
-                        rewritten
-                    }
-                })
-                .await?;
-            waiting += asked.elapsed();
-            let rewritten = rewritten?;
-            outcome.bytes_read_from_files += rewritten.bytes_read;
-            next_deadline = earliest(next_deadline, rewritten.next_deadline);
-            let Some(written) = rewritten.written else {
-                outcome.bytes_after += group.iter().map(|s| s.size).sum::<u64>();
-                continue;
-            };
-            let finish = Instant::now();
-            let mut rebuilt = Segment::new(&self.dir, first.base_offset);
-            for kept in &written.kept {
-                rebuilt.index_batch_with(
-                    &kept.header,
-                    kept.position,
-                    config.index_interval_bytes,
-                    || kept.max_timestamp_offset,
-                );
+            match self
+                .rewrite_group(&group, &config, &mut retain, throttle, &mut finishing)
+                .await?
+            {
+                Some(size) => {
+                    outcome.segments_rewritten += group.len();
+                    outcome.segments_written += 1;
+                    outcome.bytes_after += size;
+                }
+                None => outcome.bytes_after += group.iter().map(|s| s.size).sum::<u64>(),
             }
-            rebuilt.size_bytes = written.size;
-            rebuilt.durable_bytes = written.size;
-            rebuilt.next_offset = last.next_offset;
-            rebuilt.closed = true;
-            rebuilt.trimmed = true;
-            rebuilt.seal_time_index();
-            rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
-            let swapped = self.swap_in(&group, rebuilt, cleaned_path).await;
-            finishing += finish.elapsed();
-            swapped?;
-            outcome.segments_rewritten += group.len();
-            outcome.segments_written += 1;
-            outcome.bytes_after += written.size;
-            outcome.records_removed += written.removed;
         }
-        *map = Arc::try_unwrap(latest).unwrap_or_else(|_| OffsetMap::with_capacity(capacity));
         let finish = Instant::now();
         if outcome.segments_rewritten > 0 {
             sync_dir(&self.dir).await?;
             self.write_missing_indexes().await?;
         }
+        outcome.records_removed = retain.removed;
+        (outcome.bytes_read_from_files, outcome.bytes_read_from_cache) = self.cleaner_reads.get();
         let cleaned_to = cleaned_to.max(dirty_from);
         if cleaned_to != dirty_from {
             write_offset_checkpoint(&self.dir, CLEANER_CHECKPOINT, cleaned_to).await?;
         }
         outcome.finishing = finishing + finish.elapsed();
-        outcome.waiting = waiting;
+        outcome.stepping = self.cleaner_stepping.get();
         outcome.took = started.elapsed();
         self.cleaned_to.set(cleaned_to);
-        self.tombstone_deadline.set(next_deadline);
+        self.tombstone_deadline.set(retain.next_deadline);
         Ok(Some(outcome))
     }
 
@@ -404,15 +400,225 @@ impl PartitionLog {
                     && s.max_timestamp
                         .is_none_or(|(newest, _)| newest <= lag_limit)
             })
-            .map(|s| Cleanable {
-                base_offset: s.base_offset,
-                path: s.log_path.clone(),
-                size: s.size_bytes,
-                next_offset: s.next_offset,
-                index_bytes: s.index.size_bytes(),
-                time_index_bytes: s.time_index.size_bytes(),
+            .filter_map(|s| {
+                Some(Cleanable {
+                    base_offset: s.base_offset,
+                    file: s.file.clone()?,
+                    path: s.log_path.clone(),
+                    size: s.size_bytes,
+                    next_offset: s.next_offset,
+                    index_bytes: s.index.size_bytes(),
+                    time_index_bytes: s.time_index.size_bytes(),
+                })
             })
             .collect()
+    }
+
+    /// Puts each key of `segment` from `dirty_from` on with its latest
+    /// offset in `map`, whole batches at a time, while they surely fit (the
+    /// first batch of a pass always goes in, so every pass makes progress).
+    async fn map_keys(
+        &self,
+        segment: &Cleanable,
+        dirty_from: Offset,
+        map: &mut OffsetMap,
+        throttle: &Throttle,
+    ) -> Result<Mapped, StorageError> {
+        let mut failed = None;
+        let mut full_at = None;
+        self.scan_in_steps(segment, throttle, |header, bytes| {
+            if compact::is_control(header) || header.last_offset() < dirty_from.0 {
+                return Visit::Continue;
+            }
+            let records = usize::try_from(header.record_count).unwrap_or(0);
+            if map.len() > 0 && !map.has_room_for(records) {
+                full_at = Some(header.base_offset);
+                return Visit::Stop;
+            }
+            let mapped = compact::for_each_record(bytes, header, |record| {
+                if let Some(key) = record.key {
+                    map.put(key, record.offset);
+                }
+            });
+            match mapped {
+                Ok(()) => Visit::Continue,
+                Err(error) => {
+                    failed = Some(error);
+                    Visit::Stop
+                }
+            }
+        })
+        .await?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        Ok(full_at.map_or(Mapped::Whole, Mapped::FullAt))
+    }
+
+    /// Rewrites a group of neighbouring segments into one, keeping what
+    /// `retain` keeps; `None` when the group is one segment whose every
+    /// record stays (it is left alone), else the new segment's size.
+    async fn rewrite_group(
+        &self,
+        group: &[&Cleanable],
+        config: &LogConfig,
+        retain: &mut Retain<'_>,
+        throttle: &Throttle,
+        finishing: &mut Duration,
+    ) -> Result<Option<u64>, StorageError> {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            return Ok(None);
+        };
+        if let [only] = group
+            && !self.segment_changes(only, retain, throttle).await?
+        {
+            return Ok(None);
+        }
+        let mut cleaned_path = first.path.clone().into_os_string();
+        cleaned_path.push(".");
+        cleaned_path.push(CLEANED_SUFFIX);
+        let cleaned_path = PathBuf::from(cleaned_path);
+        let mut out = Rewrite {
+            file: create_segment_file(&cleaned_path).await?,
+            path: cleaned_path,
+            writer: ChunkWriter::default(),
+            segment: Segment::new(&self.dir, first.base_offset),
+        };
+        let mut finish = Instant::now();
+        let written = async {
+            for segment in group {
+                self.copy_kept(segment, &mut out, config, retain, throttle)
+                    .await?;
+            }
+            finish = Instant::now();
+            let size = out.writer.finish(&out.file, &out.path).await?;
+            out.file
+                .fdatasync()
+                .await
+                .map_err(StorageError::glommio("syncing", &out.path))?;
+            Ok(size)
+        }
+        .await;
+        let Rewrite {
+            file,
+            path,
+            segment: mut rebuilt,
+            ..
+        } = out;
+        drop(file);
+        let size = match written {
+            Ok(size) => size,
+            Err(error) => {
+                remove_quietly(&path);
+                return Err(error);
+            }
+        };
+        rebuilt.size_bytes = size;
+        rebuilt.durable_bytes = size;
+        rebuilt.next_offset = last.next_offset;
+        rebuilt.closed = true;
+        rebuilt.trimmed = true;
+        rebuilt.seal_time_index();
+        rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
+        let swapped = self.swap_in(group, rebuilt, path).await;
+        *finishing += finish.elapsed();
+        swapped?;
+        Ok(Some(size))
+    }
+
+    /// Appends what `retain` keeps of `segment` to `out`, a step at a time.
+    async fn copy_kept(
+        &self,
+        segment: &Cleanable,
+        out: &mut Rewrite,
+        config: &LogConfig,
+        retain: &mut Retain<'_>,
+        throttle: &Throttle,
+    ) -> Result<(), StorageError> {
+        let mut failed = None;
+        let mut batches = Batches::of(self, segment);
+        let mut step = std::time::Instant::now();
+        loop {
+            let (writer, rebuilt) = (&mut out.writer, &mut out.segment);
+            let more = batches
+                .step(throttle, |header, bytes| {
+                    let kept = if compact::is_control(header) {
+                        Ok(Filtered::Unchanged)
+                    } else {
+                        compact::filter_batch(bytes, header, |record| retain.keep(record))
+                    };
+                    match kept {
+                        Ok(Filtered::Unchanged) => writer.push(rebuilt, header, bytes, config),
+                        Ok(Filtered::Rewritten(batch)) => match BatchHeader::parse(&batch) {
+                            Some(new) => writer.push(rebuilt, &new, &batch, config),
+                            None => failed = Some(StorageError::CorruptMessage("filtered".into())),
+                        },
+                        Ok(Filtered::Empty) => {}
+                        Err(error) => failed = Some(error),
+                    }
+                    if failed.is_some() {
+                        Visit::Stop
+                    } else {
+                        Visit::Continue
+                    }
+                })
+                .await?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
+            throttle.observe(written).await;
+            if !more {
+                return Ok(());
+            }
+            self.step_aside(step).await;
+            step = std::time::Instant::now();
+        }
+    }
+
+    /// Whether cleaning `segment` removes anything (read only; `retain`'s
+    /// counts are left as they were). A segment left alone still holds
+    /// its tombstones, so their deadline joins `retain`'s.
+    async fn segment_changes(
+        &self,
+        segment: &Cleanable,
+        retain: &mut Retain<'_>,
+        throttle: &Throttle,
+    ) -> Result<bool, StorageError> {
+        let mut probe = Retain {
+            latest: retain.latest,
+            tombstone_horizon: retain.tombstone_horizon,
+            delete_retention_ms: retain.delete_retention_ms,
+            next_deadline: None,
+            removed: 0,
+        };
+        // This look goes through every segment of every pass.
+        let mut failed = None;
+        self.scan_in_steps(segment, throttle, |header, bytes| {
+            if !compact::is_control(header)
+                && let Err(error) = compact::for_each_record(bytes, header, |record| {
+                    probe.keep(record);
+                })
+            {
+                failed = Some(error);
+            }
+            if failed.is_some() || probe.removed > 0 {
+                Visit::Stop
+            } else {
+                Visit::Continue
+            }
+        })
+        .await?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if probe.removed > 0 {
+            return Ok(true);
+        }
+        if let Some(deadline) = probe.next_deadline {
+            retain.next_deadline = Some(retain.next_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        Ok(false)
     }
 
     /// Puts the rewritten segment in place of the group it replaces, on
@@ -506,236 +712,208 @@ impl PartitionLog {
     }
 }
 
-/// `<segment>.log.cleaned`: where a group's new contents are written.
-fn cleaned_path(log_path: &Path) -> PathBuf {
-    let mut path = log_path.as_os_str().to_owned();
-    path.push(".");
-    path.push(CLEANED_SUFFIX);
-    PathBuf::from(path)
+/// A new segment being written by the cleaner: its `.cleaned` file, the
+/// bytes not yet written, and its in-memory state (indexes).
+struct Rewrite {
+    file: DmaFile,
+    path: PathBuf,
+    writer: ChunkWriter,
+    segment: Segment,
 }
 
-fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+/// Batches gathered for writing, block-aligned, to a new segment file.
+#[derive(Default)]
+struct ChunkWriter {
+    /// Bytes not yet written, from `written` on.
+    pending: Vec<u8>,
+    /// File position of `pending[0]`: a multiple of the block size.
+    written: u64,
+}
+
+impl ChunkWriter {
+    fn push(
+        &mut self,
+        segment: &mut Segment,
+        header: &BatchHeader,
+        batch: &[u8],
+        config: &LogConfig,
+    ) {
+        let position = self.written + self.pending.len() as u64;
+        segment.index_batch(header, batch, position, config.index_interval_bytes);
+        self.pending.extend_from_slice(batch);
+    }
+
+    /// Writes the whole blocks gathered (returning how many bytes); keeps
+    /// the partial last one.
+    async fn write_full_blocks(
+        &mut self,
+        file: &DmaFile,
+        path: &Path,
+    ) -> Result<u64, StorageError> {
+        let whole = segment::align_down(self.pending.len() as u64) as usize;
+        if whole == 0 {
+            return Ok(0);
+        }
+        let mut buffer = file.alloc_dma_buffer(whole);
+        buffer
+            .as_bytes_mut()
+            .copy_from_slice(&self.pending[..whole]);
+        write_block_aligned(file, path, self.written, buffer).await?;
+        self.pending.drain(..whole);
+        self.written += whole as u64;
+        Ok(whole as u64)
+    }
+
+    /// Writes the rest, padded to a block, and cuts the file to its size.
+    async fn finish(&mut self, file: &DmaFile, path: &Path) -> Result<u64, StorageError> {
+        let size = self.written + self.pending.len() as u64;
+        if !self.pending.is_empty() {
+            let padded = segment::align_up(self.pending.len() as u64) as usize;
+            let mut buffer = file.alloc_dma_buffer(padded);
+            let target = buffer.as_bytes_mut();
+            target[..self.pending.len()].copy_from_slice(&self.pending);
+            target[self.pending.len()..].fill(0);
+            write_block_aligned(file, path, self.written, buffer).await?;
+        }
+        file.truncate(size)
+            .await
+            .map_err(StorageError::glommio("truncating", path))?;
+        Ok(size)
     }
 }
 
-/// How far a pass's map reached (on the worker).
-#[derive(Debug, Default)]
-struct Mapped {
-    /// The map filled: batches from this offset on were left out.
-    full_at: Option<i64>,
-    /// A dirty segment was removed before it was mapped.
-    gone: bool,
-    bytes_read: u64,
-}
-
-/// Puts each key of the dirty segments from `dirty_from` on with its
-/// latest offset in `map`, whole batches at a time, while they surely fit
-/// (the first batch of a pass always goes in, so every pass makes
-/// progress). Runs on the cleaner thread.
-fn map_keys(
-    files: &[SegmentFile],
-    dirty_from: Offset,
-    map: &mut OffsetMap,
-    throttle: &mut Throttle,
-) -> Result<Mapped, StorageError> {
-    let mut mapped = Mapped::default();
-    for file in files {
-        let Opened::Read(mut reader) = BatchReader::open(file)? else {
-            mapped.gone = true;
-            return Ok(mapped);
-        };
-        let full_at = map_segment(&mut reader, dirty_from, map, throttle);
-        mapped.bytes_read += reader.bytes_read;
-        if let Some(offset) = full_at? {
-            mapped.full_at = Some(offset);
-            break;
+impl PartitionLog {
+    /// Scans `segment` from its start in steps of [`STEP_BYTES`], resting
+    /// between steps, until `visit` stops it or the data ends.
+    async fn scan_in_steps(
+        &self,
+        segment: &Cleanable,
+        throttle: &Throttle,
+        mut visit: impl FnMut(&BatchHeader, &[u8]) -> Visit,
+    ) -> Result<(), StorageError> {
+        let mut batches = Batches::of(self, segment);
+        let mut step = std::time::Instant::now();
+        while batches.step(throttle, &mut visit).await? {
+            self.step_aside(step).await;
+            step = std::time::Instant::now();
         }
-    }
-    Ok(mapped)
-}
-
-/// [`map_keys`] for one segment: the offset where the map filled, if it
-/// did.
-fn map_segment(
-    reader: &mut BatchReader,
-    dirty_from: Offset,
-    map: &mut OffsetMap,
-    throttle: &mut Throttle,
-) -> Result<Option<i64>, StorageError> {
-    while let Some((_, header, batch)) = reader.next_batch(throttle)? {
-        if compact::is_control(&header) || header.last_offset() < dirty_from.0 {
-            continue;
-        }
-        let records = usize::try_from(header.record_count).unwrap_or(0);
-        if map.len() > 0 && !map.has_room_for(records) {
-            return Ok(Some(header.base_offset));
-        }
-        compact::for_each_record(batch, &header, |record| {
-            if let Some(key) = record.key {
-                map.put(key, record.offset);
-            }
-        })?;
-    }
-    Ok(None)
-}
-
-/// What the worker made of one group.
-#[derive(Debug, Default)]
-struct Rewritten {
-    /// The new segment, written and synced at the `.cleaned` path; `None`
-    /// when the group is one segment cleaning would not change (it is left
-    /// alone), or a segment of it is gone.
-    written: Option<Written>,
-    /// The earliest time a tombstone kept in the group may go.
-    next_deadline: Option<i64>,
-    bytes_read: u64,
-}
-
-#[derive(Debug)]
-struct Written {
-    size: u64,
-    /// Every batch of the new segment, for its indexes.
-    kept: Vec<KeptBatch>,
-    removed: u64,
-}
-
-#[derive(Debug)]
-struct KeptBatch {
-    position: u64,
-    header: BatchHeader,
-    /// The offset of the record with the batch's max timestamp.
-    max_timestamp_offset: i64,
-}
-
-/// Rewrites a group of neighbouring segments into one at `cleaned_path`,
-/// keeping what `rule` and `latest` keep. Runs on the cleaner thread; a
-/// failure removes the file.
-fn rewrite_group(
-    files: &[SegmentFile],
-    cleaned_path: &Path,
-    rule: RetainRule,
-    latest: &OffsetMap,
-    throttle: &mut Throttle,
-) -> Result<Rewritten, StorageError> {
-    let mut rewritten = Rewritten::default();
-    if let [only] = files {
-        let mut probe = Retain::new(latest, rule);
-        let Opened::Read(mut reader) = BatchReader::open(only)? else {
-            return Ok(rewritten);
-        };
-        let probed = removes_any(&mut reader, &mut probe, throttle);
-        rewritten.bytes_read += reader.bytes_read;
-        if !probed? {
-            // Left alone, it still holds its tombstones.
-            rewritten.next_deadline = probe.next_deadline;
-            return Ok(rewritten);
-        }
-    }
-    let mut retain = Retain::new(latest, rule);
-    let mut writer = SegmentWriter::create(cleaned_path)?;
-    let copied = copy_kept(
-        files,
-        &mut writer,
-        &mut retain,
-        throttle,
-        &mut rewritten.bytes_read,
-    )
-    .map(|kept| kept.map(|kept| (kept, writer.finish(throttle))));
-    match copied {
-        Ok(Some((kept, Ok(size)))) => {
-            rewritten.written = Some(Written {
-                size,
-                kept,
-                removed: retain.removed,
-            });
-            rewritten.next_deadline = retain.next_deadline;
-            Ok(rewritten)
-        }
-        Ok(None) => {
-            remove_quietly(cleaned_path);
-            Ok(rewritten)
-        }
-        Ok(Some((_, Err(error)))) | Err(error) => {
-            remove_quietly(cleaned_path);
-            Err(error)
-        }
+        Ok(())
     }
 }
 
-/// Whether cleaning the segment removes anything (stops at the first
-/// record it would).
-fn removes_any(
-    reader: &mut BatchReader,
-    probe: &mut Retain<'_>,
-    throttle: &mut Throttle,
-) -> Result<bool, StorageError> {
-    while let Some((_, header, batch)) = reader.next_batch(throttle)? {
-        if !compact::is_control(&header) {
-            compact::for_each_record(batch, &header, |record| {
-                probe.keep(record);
-            })?;
-        }
-        if probe.removed > 0 {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Where the cleaner reads a segment's batches: from the tail cache when
+/// it holds the whole segment (a recent, dirty one: no device read, so
+/// the cleaner's I/O does not queue beside produce's), else from the
+/// file, throttled. The cached buffers are shared, not copied; holding
+/// them keeps at most one segment's worth alive past an eviction.
+struct Batches<'a> {
+    from: Source<'a>,
+    /// The pass's bytes read from files and from the cache.
+    reads: &'a Cell<(u64, u64)>,
 }
 
-/// Appends what `retain` keeps of each segment to `writer`; the batches
-/// written, or `None` when a segment is gone.
-fn copy_kept(
-    files: &[SegmentFile],
-    writer: &mut SegmentWriter,
-    retain: &mut Retain<'_>,
-    throttle: &mut Throttle,
-    bytes_read: &mut u64,
-) -> Result<Option<Vec<KeptBatch>>, StorageError> {
-    let mut kept = Vec::new();
-    for file in files {
-        let Opened::Read(mut reader) = BatchReader::open(file)? else {
-            return Ok(None);
-        };
-        let copied = copy_segment(&mut reader, writer, retain, throttle, &mut kept);
-        *bytes_read += reader.bytes_read;
-        copied?;
-    }
-    Ok(Some(kept))
+enum Source<'a> {
+    Cached {
+        batches: Vec<Bytes>,
+        next: usize,
+    },
+    File {
+        segment: &'a Cleanable,
+        position: u64,
+    },
 }
 
-fn copy_segment(
-    reader: &mut BatchReader,
-    writer: &mut SegmentWriter,
-    retain: &mut Retain<'_>,
-    throttle: &mut Throttle,
-    kept: &mut Vec<KeptBatch>,
-) -> Result<(), StorageError> {
-    while let Some((_, header, batch)) = reader.next_batch(throttle)? {
-        let filtered = if compact::is_control(&header) {
-            Filtered::Unchanged
-        } else {
-            compact::filter_batch(batch, &header, |record| retain.keep(record))?
-        };
-        let (header, batch) = match &filtered {
-            Filtered::Unchanged => (header, batch),
-            Filtered::Rewritten(new) => match BatchHeader::parse(new) {
-                Some(header) => (header, &new[..]),
-                None => return Err(StorageError::CorruptMessage("filtered batch".into())),
+impl<'a> Batches<'a> {
+    fn of(log: &'a PartitionLog, segment: &'a Cleanable) -> Self {
+        let from = match log.cached_segment(segment.base_offset, segment.next_offset, segment.size)
+        {
+            Some(batches) => Source::Cached { batches, next: 0 },
+            None => Source::File {
+                segment,
+                position: 0,
             },
-            Filtered::Empty => continue,
         };
-        kept.push(KeptBatch {
-            position: writer.position(),
-            header,
-            max_timestamp_offset: crate::storage::batch::offset_of_max_timestamp(&header, batch),
-        });
-        writer.push(batch, throttle)?;
+        Batches {
+            from,
+            reads: &log.cleaner_reads,
+        }
     }
-    Ok(())
+
+    /// Visits the batches of one step (about [`STEP_BYTES`]); `false` once
+    /// `visit` stopped or the segment ended.
+    async fn step(
+        &mut self,
+        throttle: &Throttle,
+        mut visit: impl FnMut(&BatchHeader, &[u8]) -> Visit,
+    ) -> Result<bool, StorageError> {
+        let mut scanned = 0usize;
+        let mut stopped = false;
+        let (files, cache) = self.reads.get();
+        match &mut self.from {
+            Source::Cached { batches, next } => {
+                while let Some(batch) = batches.get(*next) {
+                    let header = BatchHeader::parse(batch)
+                        .ok_or_else(|| StorageError::CorruptMessage("cached batch".into()))?;
+                    *next += 1;
+                    scanned += batch.len();
+                    if let Visit::Stop = visit(&header, batch) {
+                        stopped = true;
+                        break;
+                    }
+                    if scanned >= STEP_BYTES {
+                        break;
+                    }
+                }
+                self.reads.set((files, cache + scanned as u64));
+                Ok(!stopped && *next < batches.len())
+            }
+            Source::File { segment, position } => {
+                let (stopped_at, end) = segment::scan_reading(
+                    &segment.file,
+                    &segment.path,
+                    *position,
+                    segment.size,
+                    false,
+                    STEP_BYTES,
+                    |_, header, bytes| {
+                        scanned += bytes.len();
+                        match visit(header, bytes) {
+                            Visit::Stop => {
+                                stopped = true;
+                                Visit::Stop
+                            }
+                            Visit::Continue if scanned >= STEP_BYTES => Visit::Stop,
+                            Visit::Continue => Visit::Continue,
+                        }
+                    },
+                )
+                .await?;
+                self.reads.set((files + (stopped_at - *position), cache));
+                throttle.observe(stopped_at - *position).await;
+                *position = stopped_at;
+                Ok(!stopped && end == ScanEnd::Stopped)
+            }
+        }
+    }
 }
+
+impl PartitionLog {
+    /// Rests after a step that began at `started`, so the cleaner's share
+    /// of the shard stays small, and lets every other task queue (produce,
+    /// fetch) run first: the shard's queues switch only every 100 ms
+    /// otherwise.
+    async fn step_aside(&self, started: Instant) {
+        let step = started.elapsed();
+        self.cleaner_stepping
+            .set(self.cleaner_stepping.get() + step);
+        let rest = step * REST_PER_STEP;
+        if rest >= Duration::from_micros(50) {
+            glommio::timer::sleep(rest).await;
+        }
+        glommio::executor().yield_task_queue_now().await;
+    }
+}
+
 fn remove_quietly(path: &Path) {
     if let Err(error) = std::fs::remove_file(path) {
         tracing::warn!(file = %path.display(), %error, "could not remove a cleaner's file");
@@ -830,8 +1008,8 @@ mod tests {
 
     #[test]
     fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
-        // With the dirty segments in the tail cache and without: the
-        // cleaner thread reads the files either way.
+        // Dirty segments read from the tail cache, and (no cache) from the
+        // files: the same result.
         run(|dir| latest_record_per_key(dir, 1 << 20));
         run(|dir| latest_record_per_key(dir, 0));
     }
@@ -861,17 +1039,19 @@ mod tests {
                 .clean(
                     t + 10,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited(),
+                    &Throttle::unlimited(),
                 )
                 .await
                 .expect("clean")
                 .expect("due");
             assert!(outcome.records_removed > 500, "{outcome:?}");
             assert!(outcome.bytes_after < outcome.bytes_before);
-            assert!(
-                outcome.bytes_read_from_files >= outcome.bytes_before,
-                "{outcome:?}"
-            );
+            if cache_bytes > 0 {
+                assert!(outcome.bytes_read_from_cache > 0, "{outcome:?}");
+            } else {
+                assert_eq!(outcome.bytes_read_from_cache, 0, "{outcome:?}");
+                assert!(outcome.bytes_read_from_files > 0, "{outcome:?}");
+            }
             let after = contents(&log).await;
             assert_eq!(after, expected(&before, active, true));
             assert!(after.values().any(|(k, v)| k == b"key-7" && v.is_none()));
@@ -879,7 +1059,7 @@ mod tests {
                 log.clean(
                     t + 20,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited()
+                    &Throttle::unlimited()
                 )
                 .await
                 .expect("clean")
@@ -891,7 +1071,7 @@ mod tests {
             log.clean(
                 t + 5_000,
                 &mut OffsetMap::within(1 << 20),
-                &CleanerThread::unlimited(),
+                &Throttle::unlimited(),
             )
             .await
             .expect("clean")
@@ -916,7 +1096,7 @@ mod tests {
                 .clean(
                     t + 5_020,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited(),
+                    &Throttle::unlimited(),
                 )
                 .await;
             let look = look.expect("clean").expect("tombstones looked at once");
@@ -928,7 +1108,7 @@ mod tests {
                 log.clean(
                     t + 5_040,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited()
+                    &Throttle::unlimited()
                 )
                 .await
                 .expect("clean")
@@ -960,7 +1140,7 @@ mod tests {
             let mut map = OffsetMap::with_capacity(12);
             let mut passes = 0;
             while let Some(outcome) = log
-                .clean(t + 10, &mut map, &CleanerThread::unlimited())
+                .clean(t + 10, &mut map, &Throttle::unlimited())
                 .await
                 .expect("clean")
             {
@@ -1021,7 +1201,7 @@ mod tests {
                 .clean(
                     t + 10,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited(),
+                    &Throttle::unlimited(),
                 )
                 .await
                 .expect("clean")
@@ -1032,7 +1212,7 @@ mod tests {
                 log.clean(
                     t + 20,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited()
+                    &Throttle::unlimited()
                 )
                 .await
                 .expect("clean")
@@ -1048,7 +1228,7 @@ mod tests {
                 .clean(
                     t + 5_000,
                     &mut OffsetMap::within(1 << 20),
-                    &CleanerThread::unlimited(),
+                    &Throttle::unlimited(),
                 )
                 .await
                 .expect("clean");
@@ -1058,6 +1238,33 @@ mod tests {
             assert_eq!(after, expected(&before, active, false));
             assert!(!after.values().any(|(k, _)| k == b"never-set"));
             log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn the_throttle_keeps_io_below_its_rate() {
+        run(|_| async move {
+            let unlimited = Throttle::unlimited();
+            let started = Instant::now();
+            for _ in 0..100 {
+                unlimited.observe(1 << 30).await;
+            }
+            let unthrottled = started.elapsed();
+            // 1 MB/s: 600 KB take at least half a second, whatever slack
+            // the last window leaves.
+            let throttle = Throttle::new(1_000_000.0);
+            let started = Instant::now();
+            for _ in 0..6 {
+                throttle.observe(100_000).await;
+                glommio::timer::sleep(Duration::from_millis(40)).await;
+            }
+            throttle.observe(0).await;
+            let throttled = started.elapsed();
+            assert!(
+                throttled >= Duration::from_millis(500),
+                "600 KB at 1 MB/s took {throttled:?}"
+            );
+            assert!(unthrottled < throttled, "{unthrottled:?} vs {throttled:?}");
         });
     }
 
@@ -1101,7 +1308,7 @@ mod tests {
             update(&log, 600);
             log.flush().await.expect("flush");
             let map = &mut OffsetMap::within(1 << 20);
-            let first = log.clean(t + 10, map, &CleanerThread::unlimited()).await;
+            let first = log.clean(t + 10, map, &Throttle::unlimited()).await;
             let first = first.expect("clean").expect("due");
             // Rolled at segment.bytes, no two of them fit in one.
             assert_eq!(
@@ -1115,7 +1322,7 @@ mod tests {
             log.flush().await.expect("flush");
             let before = contents(&log).await;
             let active = active_base(&log);
-            let second = log.clean(t + 20, map, &CleanerThread::unlimited()).await;
+            let second = log.clean(t + 20, map, &Throttle::unlimited()).await;
             let second = second.expect("clean").expect("due");
             // The first pass's small segments went into a few, each up to
             // segment.bytes (by their sizes before cleaning); each of the
@@ -1136,7 +1343,7 @@ mod tests {
             log.flush().await.expect("flush");
             let before = contents(&log).await;
             let active = active_base(&log);
-            let third = log.clean(t + 30, map, &CleanerThread::unlimited()).await;
+            let third = log.clean(t + 30, map, &Throttle::unlimited()).await;
             let third = third.expect("clean").expect("due");
             assert!(
                 third.segments_written * 4 < third.segments_rewritten,
@@ -1205,7 +1412,7 @@ mod tests {
             }
         }
         log.flush().await.expect("flush");
-        log.clean(t + 10, map, &CleanerThread::unlimited())
+        log.clean(t + 10, map, &Throttle::unlimited())
             .await
             .expect("clean")
             .expect("due");
@@ -1231,7 +1438,7 @@ mod tests {
                     (p, bytes)
                 })
                 .collect();
-            let merged = log.clean(t + 20, map, &CleanerThread::unlimited()).await;
+            let merged = log.clean(t + 20, map, &Throttle::unlimited()).await;
             let merged = merged.expect("clean").expect("due");
             assert!(
                 merged.segments_written < merged.segments_rewritten,
@@ -1298,7 +1505,7 @@ mod tests {
             log.append(&keyed("key-0", Some("last"), t), t)
                 .expect("append");
             log.flush().await.expect("flush");
-            let again = log.clean(t + 30, map, &CleanerThread::unlimited()).await;
+            let again = log.clean(t + 30, map, &Throttle::unlimited()).await;
             let again = again.expect("clean").expect("due");
             assert!(
                 again.segments_written < again.segments_rewritten,
@@ -1349,7 +1556,7 @@ mod tests {
             for read in &mut reads {
                 done.push(futures_lite::future::poll_once(read.as_mut()).await);
             }
-            let second = log.clean(t + 20, map, &CleanerThread::unlimited()).await;
+            let second = log.clean(t + 20, map, &Throttle::unlimited()).await;
             let second = second.expect("clean").expect("due");
             assert!(
                 second.segments_rewritten > second.segments_written,
@@ -1426,7 +1633,7 @@ mod tests {
             log.clean(
                 t + 10,
                 &mut OffsetMap::within(1 << 20),
-                &CleanerThread::unlimited(),
+                &Throttle::unlimited(),
             )
             .await
             .expect("clean")
