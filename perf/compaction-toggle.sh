@@ -28,7 +28,11 @@
 #   perf/compaction-toggle.sh [--pairs N] [--block SECONDS] [--settle SECONDS]
 #                             [--load-rate MSG_PER_S] [--latency-rate MSG_PER_S]
 #                             [--cleaner-io-max BYTES_PER_S] [--broker-cores K]
-#                             [--seed N]
+#                             [--load-config KEY=VALUE]... [--seed N]
+#
+# --load-config adds a topic config to the load topic at its creation (for
+# example flush.ms=3600000 with flush.messages=1000000000, to take the load
+# partitions' fdatasyncs out of the shard's flush rounds).
 #
 # --broker-cores K gives the broker CPUs 0..K-1 (K shards, the whole process
 # confined there with taskset) and the load generators the rest, as on a
@@ -46,6 +50,7 @@ load_rate=2500
 latency_rate=5000
 cleaner_io_max=unlimited
 broker_cores=""
+load_config=()
 seed=$RANDOM
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -56,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --latency-rate) latency_rate=$2; shift 2 ;;
         --cleaner-io-max) cleaner_io_max=$2; shift 2 ;;
         --broker-cores) broker_cores=$2; shift 2 ;;
+        --load-config) load_config+=(--config "$2"); shift 2 ;;
         --seed) seed=$2; shift 2 ;;
         *) echo "unknown argument: $1 (see the top of $0)" >&2; exit 2 ;;
     esac
@@ -64,7 +70,7 @@ if [ "$settle" -ge "$block" ]; then
     echo "--settle ($settle) must be shorter than --block ($block)" >&2
     exit 2
 fi
-start_compaction_broker "$broker_cores" "$cleaner_io_max" toggle
+start_compaction_broker "$broker_cores" "$cleaner_io_max" toggle "${load_config[@]}"
 
 warmup=3
 measured=$((pairs * 2 * block + pairs + 10))
@@ -116,7 +122,7 @@ cp "$BROKER_LOG" "$out/broker.log"
 {
     echo "command: $0 --pairs $pairs --block $block --settle $settle --load-rate $load_rate" \
         "--latency-rate $latency_rate --cleaner-io-max $cleaner_io_max" \
-        "${broker_cores:+--broker-cores $broker_cores }--seed $seed"
+        "${broker_cores:+--broker-cores $broker_cores }${load_config[*]:+${load_config[*]//--config/--load-config} }--seed $seed"
     echo "tidelog: $TIDELOG_BIN; tree $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' with uncommitted changes to src')"
     python3 perf/compaction-toggle.py --settle "$settle" "$out"
 } | tee "$out/summary.txt"

@@ -2,7 +2,7 @@
 # tidelog whose cleaner has a keyed topic to rewrite, and the produce load
 # that keeps it dirty. Source scripts/lib/broker.sh first.
 
-# start_compaction_broker BROKER_CORES CLEANER_IO_MAX RESULTS_NAME
+# start_compaction_broker BROKER_CORES CLEANER_IO_MAX RESULTS_NAME [TOPIC_CREATE_ARG]...
 #
 # BROKER_CORES empty: broker (2 shards) and load generators share every
 # CPU. K: the broker gets CPUs 0..K-1 and K shards (the whole process
@@ -10,12 +10,14 @@
 # dedicated broker node. Starts the broker with log.cleaner.backoff.ms=500
 # and the given log.cleaner.io.max.bytes.per.second (stopped on exit),
 # creates the topic "load" (4 partitions, cleanup.policy=delete, 1 MiB
-# segments, min.cleanable.dirty.ratio=0.01) and sets: clients (the prefix
+# segments, min.cleanable.dirty.ratio=0.01, then any TOPIC_CREATE_ARGs,
+# such as --config KEY=VALUE) and sets: clients (the prefix
 # every client command runs under), boot (the bootstrap address), out
 # (bench-results/RESULTS_NAME-<time>, created) and topic() (the topic CLI
 # against this broker).
 start_compaction_broker() {
     local broker_cores="$1" cleaner_io_max="$2" results_name="$3"
+    shift 3
     clients=()
     if [ -n "$broker_cores" ]; then
         local cpus
@@ -34,7 +36,7 @@ start_compaction_broker() {
     out=bench-results/$results_name-$(date -u +%Y%m%dT%H%M%SZ)
     mkdir -p "$out"
     topic create --topic load --partitions 4 --config cleanup.policy=delete \
-        --config segment.bytes=1048576 --config min.cleanable.dirty.ratio=0.01
+        --config segment.bytes=1048576 --config min.cleanable.dirty.ratio=0.01 "$@"
 }
 
 topic() { "${clients[@]}" "$TIDELOG_BIN" topic --bootstrap-server "$boot" "$@" >/dev/null; }
