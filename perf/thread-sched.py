@@ -71,9 +71,11 @@ def blocks(samples_path, directory, settle_ms=1000):
         at, tid, name, cpu, wait, involuntary = line.split()
         series[tid].append((int(at), name, int(cpu), int(wait), int(involuntary)))
 
-    def value_at(points, at):
-        i = bisect.bisect_right([p[0] for p in points], at) - 1
-        return points[i] if i >= 0 else None
+    times = {tid: [p[0] for p in points] for tid, points in series.items()}
+
+    def value_at(tid, at):
+        i = bisect.bisect_right(times[tid], at) - 1
+        return series[tid][i] if i >= 0 else None
 
     table = collections.defaultdict(lambda: collections.defaultdict(list))
     for line in open(f"{directory}/blocks.txt"):
@@ -81,11 +83,11 @@ def blocks(samples_path, directory, settle_ms=1000):
         policy, start, end = fields[1], int(fields[2]) + settle_ms, int(fields[3])
         sums = collections.Counter()
         covered = False
-        for points in series.values():
-            last = value_at(points, end)
+        for tid, points in series.items():
+            last = value_at(tid, end)
             if last is None:
                 continue
-            first = value_at(points, start)
+            first = value_at(tid, start)
             if first is None:
                 first = (start, None, 0, 0, 0)  # born in the block
             else:
