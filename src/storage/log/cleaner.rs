@@ -688,15 +688,16 @@ impl PartitionLog {
             .await
             .map_err(StorageError::glommio("opening", &first.path))?;
         rebuilt.file = Some(Rc::new(file));
-        {
+        let evicted = {
             let mut state = self.state.borrow_mut();
             for merged in &group[1..] {
                 state.segments.remove(&merged.base_offset);
             }
             state.segments.insert(first.base_offset, rebuilt);
             // Cached batches of the old segments are not served again.
-            self.evict_tail_below(&mut state, last.next_offset);
-        }
+            self.evict_tail_below(&mut state, last.next_offset)
+        };
+        free_in_steps(evicted).await;
         // The rest of the group goes once the rename is on disk (until
         // then, recovery needs them); a failure leaves them to the next
         // swap or delete. The directory is synced once per pass otherwise.
@@ -1362,6 +1363,12 @@ mod tests {
             }
             let in_memory = log.state.borrow().segments.len();
             assert_eq!(segment_files(&dir).len(), in_memory, "no file left behind");
+            // Each new file ends at its last batch, not at the block padding.
+            for segment in log.state.borrow().segments.values().rev().skip(1) {
+                let path = &segment.log_path;
+                let length = std::fs::metadata(path).expect("stat").len();
+                assert_eq!(length, segment.size_bytes, "{}", path.display());
+            }
             log.close().await.expect("close");
             drop(log);
             let indexes = std::fs::read_dir(&dir)
