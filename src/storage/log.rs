@@ -2077,4 +2077,58 @@ mod tests {
             });
         }
     }
+
+    #[test]
+    fn a_scan_resumed_through_its_window_reads_each_byte_once() {
+        run(|dir| async move {
+            let log = open(&dir, LogConfig::default()).await;
+            fill(&log, 300, 1_000).await;
+            log.flush().await.expect("flush");
+            let (file, path, size) = {
+                let state = log.state.borrow();
+                let segment = state.segments.values().next().expect("a segment");
+                (
+                    segment.file.clone().expect("open file"),
+                    segment.log_path.clone(),
+                    segment.durable_bytes,
+                )
+            };
+            // A visitor that stops after every batch, as the cleaner's
+            // steps stop part way through what was read.
+            let mut window = segment::Window::new(16 * 1024);
+            let (mut position, mut offsets) = (0, Vec::new());
+            loop {
+                let (at, end) = segment::scan_window(
+                    &mut window,
+                    &file,
+                    &path,
+                    position,
+                    size,
+                    true,
+                    |_, header, _| {
+                        offsets.push(header.base_offset);
+                        segment::Visit::Stop
+                    },
+                )
+                .await
+                .expect("scan");
+                position = at;
+                if end != segment::ScanEnd::Stopped {
+                    assert_eq!(end, segment::ScanEnd::Clean);
+                    break;
+                }
+            }
+            assert_eq!(offsets, (0..300).map(|i| 2 * i).collect::<Vec<i64>>());
+            assert_eq!(position, size);
+            // Each window read starts at a batch, so a batch cut off at the
+            // end of one is read again at the start of the next: never
+            // more than a batch per window.
+            let windows = size.div_ceil(16 * 1024) + 1;
+            assert!(
+                window.bytes_read() <= size + windows * 200,
+                "read {} bytes of a {size}-byte segment",
+                window.bytes_read()
+            );
+        });
+    }
 }

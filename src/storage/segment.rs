@@ -218,15 +218,33 @@ pub enum Visit {
     Stop,
 }
 
-/// A window of file bytes read ahead in large chunks.
-struct Window {
+/// A window of file bytes read ahead in large chunks. Kept across
+/// [`scan_window`] calls, a scan stopped and resumed reads nothing twice.
+pub struct Window {
     start: u64,
     bytes: Vec<u8>,
     /// Bytes read at once (more when one batch is larger).
     read_ahead: usize,
+    /// Bytes read from the file so far.
+    read: u64,
 }
 
 impl Window {
+    /// An empty window that reads `read_ahead` bytes at a time.
+    pub fn new(read_ahead: usize) -> Self {
+        Window {
+            start: 0,
+            bytes: Vec::new(),
+            read_ahead,
+            read: 0,
+        }
+    }
+
+    /// Bytes read from the file through this window so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
     /// Makes `[position, position + len)` available, reading ahead up to
     /// `end`.
     async fn fill(
@@ -249,6 +267,7 @@ impl Window {
                 .map_err(StorageError::glommio("reading", path))?;
             self.start = position;
             self.bytes = read.to_vec();
+            self.read += self.bytes.len() as u64;
         }
         let from = usize::try_from(position - self.start).unwrap_or(usize::MAX);
         let bytes = self.bytes.get(from..from + len).unwrap_or(&[]);
@@ -271,25 +290,22 @@ pub async fn scan(
     check_crc: bool,
     visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Visit,
 ) -> Result<(u64, ScanEnd), StorageError> {
-    scan_reading(file, path, start, end, check_crc, SCAN_CHUNK_BYTES, visit).await
+    let mut window = Window::new(SCAN_CHUNK_BYTES);
+    scan_window(&mut window, file, path, start, end, check_crc, visit).await
 }
 
-/// [`scan`], reading `read_ahead` bytes at a time: for a visitor that stops
-/// after a few batches and scans on later, so nothing is read twice.
-pub async fn scan_reading(
+/// [`scan`] through `window`: for a visitor that stops after a few batches
+/// and scans on later from where it stopped, with the same window, so
+/// nothing is read twice.
+pub async fn scan_window(
+    window: &mut Window,
     file: &DmaFile,
     path: &Path,
     start: u64,
     end: u64,
     check_crc: bool,
-    read_ahead: usize,
     mut visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Visit,
 ) -> Result<(u64, ScanEnd), StorageError> {
-    let mut window = Window {
-        start,
-        bytes: Vec::new(),
-        read_ahead,
-    };
     let mut position = start;
     loop {
         if position >= end {

@@ -51,7 +51,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::storage::compact::{self, Filtered, RecordView};
-use crate::storage::segment::ScanEnd;
+use crate::storage::segment::{ScanEnd, Window};
 
 /// Suffix of a segment being rewritten by the cleaner; never trusted.
 pub const CLEANED_SUFFIX: &str = "cleaned";
@@ -61,9 +61,18 @@ pub const COMPACTED_MARKER: &str = "compacted";
 /// cleaned, in decimal ASCII, replaced atomically after each pass), so a
 /// restart does not count the whole log as dirty again.
 pub const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
-/// Bytes of batches handled in one step, between two yields to produce
-/// and fetch (and, for a rewrite, gathered before they are written).
+/// Bytes read from a segment file at once, and gathered for a rewrite
+/// before they are written.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// At most this many bytes of batches are handled in one step, between two
+/// yields to produce and fetch.
 const STEP_BYTES: usize = 64 * 1024;
+/// A step also ends after the batch that takes it past this much time:
+/// produce and fetch wait for a step, which nothing can interrupt. A whole
+/// 64 KiB step of 200-byte records held the shard 0.4-0.8 ms on the
+/// development VM, a delay about one produce in a hundred met at 1,000
+/// msg/s (perf/RESULTS.md, 2026-12-07).
+const STEP_TIME: Duration = Duration::from_micros(100);
 /// After a step the cleaner rests this many times as long as the step
 /// took: it uses at most a fifth of its shard's time.
 const REST_PER_STEP: u32 = 4;
@@ -566,8 +575,10 @@ impl PartitionLog {
             if let Some(error) = failed {
                 return Err(error);
             }
-            let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
-            throttle.observe(written).await;
+            if out.writer.pending.len() >= CHUNK_BYTES {
+                let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
+                throttle.observe(written).await;
+            }
             if !more {
                 return Ok(());
             }
@@ -821,6 +832,9 @@ enum Source<'a> {
     File {
         segment: &'a Cleanable,
         position: u64,
+        /// Read ahead and kept between steps: a step that stops part way
+        /// through what was read goes on from there without reading again.
+        window: Window,
     },
 }
 
@@ -832,6 +846,7 @@ impl<'a> Batches<'a> {
             None => Source::File {
                 segment,
                 position: 0,
+                window: Window::new(CHUNK_BYTES),
             },
         };
         Batches {
@@ -840,15 +855,18 @@ impl<'a> Batches<'a> {
         }
     }
 
-    /// Visits the batches of one step (about [`STEP_BYTES`]); `false` once
-    /// `visit` stopped or the segment ended.
+    /// Visits the batches of one step (about [`STEP_BYTES`] or
+    /// [`STEP_TIME`], whichever ends it first); `false` once `visit`
+    /// stopped or the segment ended.
     async fn step(
         &mut self,
         throttle: &Throttle,
         mut visit: impl FnMut(&BatchHeader, &[u8]) -> Visit,
     ) -> Result<bool, StorageError> {
+        let started = Instant::now();
         let mut scanned = 0usize;
         let mut stopped = false;
+        let step_done = |scanned: usize| scanned >= STEP_BYTES || started.elapsed() >= STEP_TIME;
         let (files, cache) = self.reads.get();
         match &mut self.from {
             Source::Cached { batches, next } => {
@@ -861,21 +879,26 @@ impl<'a> Batches<'a> {
                         stopped = true;
                         break;
                     }
-                    if scanned >= STEP_BYTES {
+                    if step_done(scanned) {
                         break;
                     }
                 }
                 self.reads.set((files, cache + scanned as u64));
                 Ok(!stopped && *next < batches.len())
             }
-            Source::File { segment, position } => {
-                let (stopped_at, end) = segment::scan_reading(
+            Source::File {
+                segment,
+                position,
+                window,
+            } => {
+                let read_before = window.bytes_read();
+                let (stopped_at, end) = segment::scan_window(
+                    window,
                     &segment.file,
                     &segment.path,
                     *position,
                     segment.size,
                     false,
-                    STEP_BYTES,
                     |_, header, bytes| {
                         scanned += bytes.len();
                         match visit(header, bytes) {
@@ -883,14 +906,15 @@ impl<'a> Batches<'a> {
                                 stopped = true;
                                 Visit::Stop
                             }
-                            Visit::Continue if scanned >= STEP_BYTES => Visit::Stop,
+                            Visit::Continue if step_done(scanned) => Visit::Stop,
                             Visit::Continue => Visit::Continue,
                         }
                     },
                 )
                 .await?;
-                self.reads.set((files + (stopped_at - *position), cache));
-                throttle.observe(stopped_at - *position).await;
+                let read = window.bytes_read() - read_before;
+                self.reads.set((files + read, cache));
+                throttle.observe(read).await;
                 *position = stopped_at;
                 Ok(!stopped && end == ScanEnd::Stopped)
             }
