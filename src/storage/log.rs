@@ -1448,8 +1448,9 @@ const REMOVED_FILE_HOLD: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// Cached batches freed at once between two yields. Freeing a segment's
 /// worth of cached batches (about 3,000) in one go held a shard for about
-/// 1 ms, long enough to show in produce p99 while the cleaner worked.
-const FREE_PER_STEP: usize = 256;
+/// 1 ms, long enough to show in produce p99 while the cleaner worked; 256
+/// at a time still held it 0.12-0.28 ms (perf/RESULTS.md, 2026-12-07).
+const FREE_PER_STEP: usize = 64;
 
 /// Frees `batches` [`FREE_PER_STEP`] at a time, letting the shard's other
 /// task queues (produce, fetch) run between.
