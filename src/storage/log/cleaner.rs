@@ -70,8 +70,7 @@ const STEP_BYTES: usize = 64 * 1024;
 /// A step also ends after the batch that takes it past this much time:
 /// produce and fetch wait for a step, which nothing can interrupt. A whole
 /// 64 KiB step of 200-byte records held the shard 0.4-0.8 ms on the
-/// development VM, a delay about one produce in a hundred met at 1,000
-/// msg/s (perf/RESULTS.md, 2026-12-07).
+/// development VM (perf/RESULTS.md, 2026-12-07).
 const STEP_TIME: Duration = Duration::from_micros(100);
 /// After a step the cleaner rests this many times as long as the step
 /// took: it uses at most a fifth of its shard's time.
