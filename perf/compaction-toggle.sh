@@ -28,6 +28,7 @@
 #   perf/compaction-toggle.sh [--pairs N] [--block SECONDS] [--settle SECONDS]
 #                             [--load-rate MSG_PER_S] [--latency-rate MSG_PER_S]
 #                             [--cleaner-io-max BYTES_PER_S] [--broker-cores K]
+#                             [--broker-first-cpu F]
 #                             [--load-config KEY=VALUE]... [--seed N]
 #
 # --load-config adds a topic config to the load topic at its creation (for
@@ -37,7 +38,10 @@
 # --broker-cores K gives the broker CPUs 0..K-1 (K shards, the whole process
 # confined there with taskset) and the load generators the rest, as on a
 # dedicated broker node; without it they share every CPU and the broker
-# runs 2 shards. Results: bench-results/toggle-<time>/ (blocks.json, the
+# runs 2 shards. --broker-first-cpu F gives it CPUs F..F+K-1 instead: on
+# the development VM every disk interrupt lands on CPU 1, and a dedicated
+# broker node takes its disk's interrupts on its own CPUs, not on its
+# clients'. Results: bench-results/toggle-<time>/ (blocks.json, the
 # latency run's JSON, the broker's log, summary.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +65,7 @@ while [[ $# -gt 0 ]]; do
         --latency-rate) latency_rate=$2; shift 2 ;;
         --cleaner-io-max) cleaner_io_max=$2; shift 2 ;;
         --broker-cores) broker_cores=$2; shift 2 ;;
+        --broker-first-cpu) export BROKER_FIRST_CPU=$2; shift 2 ;;
         --load-config) load_config+=(--config "$2"); shift 2 ;;
         --seed) seed=$2; shift 2 ;;
         *) echo "unknown argument: $1 (see the top of $0)" >&2; exit 2 ;;
@@ -122,7 +127,7 @@ cp "$BROKER_LOG" "$out/broker.log"
 {
     echo "command: $0 --pairs $pairs --block $block --settle $settle --load-rate $load_rate" \
         "--latency-rate $latency_rate --cleaner-io-max $cleaner_io_max" \
-        "${broker_cores:+--broker-cores $broker_cores }${load_config[*]:+${load_config[*]//--config/--load-config} }--seed $seed"
+        "${broker_cores:+--broker-cores $broker_cores }${BROKER_FIRST_CPU:+--broker-first-cpu $BROKER_FIRST_CPU }${load_config[*]:+${load_config[*]//--config/--load-config} }--seed $seed"
     echo "tidelog: $TIDELOG_BIN; tree $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' with uncommitted changes to src')"
     python3 perf/compaction-toggle.py --settle "$settle" "$out"
 } | tee "$out/summary.txt"

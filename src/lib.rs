@@ -7,13 +7,15 @@
 //! serves connections, `protocol` parses and answers Kafka requests,
 //! `shard` holds one core's state, `storage` the partition logs,
 //! `group` the consumer-group coordinator, `metadata` the cluster view
-//! and its log, and `bench` the load generator behind `tidelog bench`.
+//! and its log, `notify` the shard-local wake-up signal they share, and
+//! `bench` the load generator behind `tidelog bench`.
 
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod group;
 pub mod metadata;
+pub mod notify;
 pub mod protocol;
 pub mod server;
 pub mod shard;

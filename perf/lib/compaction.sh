@@ -7,7 +7,9 @@
 # BROKER_CORES empty: broker (2 shards) and load generators share every
 # CPU. K: the broker gets CPUs 0..K-1 and K shards (the whole process
 # confined there with taskset), the load generators the rest, as on a
-# dedicated broker node. Starts the broker with log.cleaner.backoff.ms=500
+# dedicated broker node; with BROKER_FIRST_CPU=F set, CPUs F..F+K-1 instead
+# (on a VM whose disk interrupts all land on one CPU, that CPU can be the
+# broker's, as on a dedicated node, and not the load generators'). Starts the broker with log.cleaner.backoff.ms=500
 # and the given log.cleaner.io.max.bytes.per.second (stopped on exit),
 # creates the topic "load" (4 partitions, cleanup.policy=delete, 1 MiB
 # segments, min.cleanable.dirty.ratio=0.01, then any TOPIC_CREATE_ARGs,
@@ -22,13 +24,22 @@ start_compaction_broker() {
     if [ -n "$broker_cores" ]; then
         local cpus
         cpus=$(nproc --all)
-        if [ "$broker_cores" -lt 1 ] || [ "$broker_cores" -ge "$cpus" ]; then
-            echo "--broker-cores must be between 1 and $((cpus - 1)) on this $cpus-CPU machine" >&2
+        local first="${BROKER_FIRST_CPU:-0}"
+        if [ "$broker_cores" -lt 1 ] || [ "$broker_cores" -ge "$cpus" ] ||
+            [ "$first" -lt 0 ] || [ $((first + broker_cores)) -gt "$cpus" ]; then
+            echo "--broker-cores must be between 1 and $((cpus - 1)), and the broker's CPUs" \
+                "($first and on) within the $cpus of this machine" >&2
             exit 2
         fi
-        export BROKER_CORES=$broker_cores BROKER_CPUS="0-$((broker_cores - 1))"
-        clients=(taskset -c "$broker_cores-$((cpus - 1))")
-        echo "broker on CPUs $BROKER_CPUS ($broker_cores shards), load generators on CPUs $broker_cores-$((cpus - 1))"
+        local rest=() cpu
+        for ((cpu = 0; cpu < cpus; cpu++)); do
+            if [ "$cpu" -lt "$first" ] || [ "$cpu" -ge $((first + broker_cores)) ]; then rest+=("$cpu"); fi
+        done
+        local client_cpus
+        client_cpus=$(IFS=,; echo "${rest[*]}")
+        export BROKER_CORES=$broker_cores BROKER_CPUS="$first-$((first + broker_cores - 1))"
+        clients=(taskset -c "$client_cpus")
+        echo "broker on CPUs $BROKER_CPUS ($broker_cores shards), load generators on CPUs $client_cpus"
     fi
     trap stop_broker EXIT
     start_broker --log-cleaner-backoff-ms 500 --log-cleaner-io-max-bytes-per-second "$cleaner_io_max"

@@ -19,6 +19,7 @@ use crate::config::{MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, STAGED_BYTES_PER_SHAR
 use crate::protocol::codec::{self, Parsed, ProtocolError};
 use crate::protocol::dispatch::{PendingResponse, dispatch};
 use crate::shard::Shard;
+use crate::storage::Foreground;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnectionError {
@@ -37,8 +38,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         Ok(writer) => {
             let (sender, receiver) =
                 local_channel::new_bounded(MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION);
-            let writer_task =
-                glommio::spawn_local(write_responses(writer, receiver, peer).in_current_span());
+            let writer_task = glommio::spawn_local(
+                write_responses(writer, receiver, peer, shard.commit.foreground().clone())
+                    .in_current_span(),
+            );
             if let Err(error) = read_requests(&shard, stream, &sender, peer).await {
                 match error {
                     ConnectionError::Protocol(e) => warn!(%peer, error = %e, "closing connection"),
@@ -184,6 +187,7 @@ async fn write_responses(
     mut stream: TcpStream,
     pending: LocalReceiver<PendingResponse>,
     peer: SocketAddr,
+    foreground: Rc<Foreground>,
 ) {
     while let Some(response) = pending.recv().await {
         let slices = match response.await {
@@ -194,6 +198,10 @@ async fn write_responses(
                 break;
             }
         };
+        // Until the socket has it, the response counts as the shard's
+        // foreground work: a produce request stopped counting when its
+        // answer was ready, and the log cleaner must not step in between.
+        let _in_flight = foreground.begin();
         if let Err(error) = write_frame(&mut stream, &slices).await {
             debug!(%peer, %error, "connection write failed");
             break;

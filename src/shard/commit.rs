@@ -16,8 +16,8 @@ use std::rc::Rc;
 
 use tracing::Instrument;
 
-use super::notify::Notify;
-use crate::storage::PartitionLog;
+use crate::notify::Notify;
+use crate::storage::{Foreground, PartitionLog};
 use crate::types::Offset;
 
 fn log_key(log: &PartitionLog) -> usize {
@@ -43,6 +43,9 @@ pub struct GroupCommit {
     /// Where index files are written: the shard's background task queue
     /// (the current queue until one is set).
     background: Cell<Option<glommio::TaskQueueHandle>>,
+    /// The shard's produce work in flight: flush rounds here, produce
+    /// requests in the produce handler; the log cleaner waits it out.
+    foreground: Rc<Foreground>,
 }
 
 impl GroupCommit {
@@ -76,12 +79,18 @@ impl GroupCommit {
         }
     }
 
+    /// The shard's produce work in flight (see `storage::foreground`).
+    pub fn foreground(&self) -> &Rc<Foreground> {
+        &self.foreground
+    }
+
     /// Index files are written in `queue` from now on.
     pub fn set_background_queue(&self, queue: glommio::TaskQueueHandle) {
         self.background.set(Some(queue));
     }
 
     async fn run(self: Rc<Self>) {
+        let _in_flight = self.foreground.begin();
         loop {
             let logs = std::mem::take(&mut *self.dirty.borrow_mut());
             if logs.is_empty() {

@@ -5,7 +5,6 @@
 
 pub mod commit;
 pub mod mesh;
-pub mod notify;
 pub mod oneshot;
 
 use std::cell::{Cell, RefCell};
@@ -20,12 +19,12 @@ use crate::config::{BrokerConfig, MAX_PARTITIONS_PER_TOPIC};
 use crate::group::{Coordinator, OFFSETS_TOPIC};
 use crate::metadata::topic_config;
 use crate::metadata::{ClusterView, MetadataLog, MetadataRecord, placement};
+use crate::notify::Notify;
 use crate::storage::log::{OffsetMap, Throttle};
 use crate::storage::{CacheBudget, PartitionLog, StorageError};
 use crate::types::ShardId;
 use commit::GroupCommit;
 use mesh::{AdminError, ControlReply, ControlRequest, Mesh, TopicSpec};
-use notify::Notify;
 
 /// Where a topic-partition is served from, as seen by this shard.
 pub enum PartitionLookup {
@@ -69,16 +68,18 @@ impl Shard {
     ) -> Shard {
         let cache = CacheBudget::new(config.tail_cache_bytes_per_shard);
         let groups = Coordinator::new(config.group.clone());
+        let commit = Rc::new(GroupCommit::default());
         let cleaner_throttle = Throttle::new(
             config.cleaner_io_max_bytes_per_second / config.shard_count.max(1) as f64,
-        );
+        )
+        .yielding_to(commit.foreground().clone());
         Shard {
             id,
             config,
             cluster: RefCell::new(cluster),
             logs: RefCell::new(HashMap::new()),
             cache,
-            commit: Rc::new(GroupCommit::default()),
+            commit,
             cleaner_throttle,
             groups,
             mesh,
@@ -629,6 +630,8 @@ impl Shard {
                     took_ms = outcome.took.as_secs_f64() * 1e3,
                     stepping_ms = outcome.stepping.as_secs_f64() * 1e3,
                     finishing_ms = outcome.finishing.as_secs_f64() * 1e3,
+                    waited_for_produce_ms = outcome.waited_for_produce.as_secs_f64() * 1e3,
+                    forced_turns = outcome.forced_turns,
                     "log compacted"
                 ),
                 Err(error) => {

@@ -8,6 +8,8 @@
 //! - `offset_index`, `time_index`: the sparse indexes and their file formats.
 //! - `log`: a partition's log: append, flush, read, timestamp lookup.
 //! - `recovery`: rebuilding a log from its files at open.
+//! - `foreground`: the shard's produce work in flight, which the cleaner
+//!   waits out before each step.
 //!
 //! Durability in one line: `PartitionLog::append` stages in memory and is
 //! never durable when it returns; `PartitionLog::flush` makes everything
@@ -18,6 +20,7 @@
 
 pub mod batch;
 pub mod compact;
+pub mod foreground;
 pub mod log;
 pub mod offset_index;
 pub mod record;
@@ -31,4 +34,5 @@ pub(crate) mod test_support;
 
 pub use batch::BatchHeader;
 pub use error::StorageError;
+pub use foreground::Foreground;
 pub use log::{AppendInfo, CacheBudget, LogConfig, PartitionLog, ReadOutcome, TimestampHit};

@@ -65,8 +65,11 @@ pub fn start(
         }
         topics.push((topic.name, staged));
     }
+    // Counted until answered: the log cleaner steps around it.
+    let in_flight = shard.commit.foreground().begin();
     let shard = shard.clone();
     async move {
+        let _in_flight = in_flight;
         let mut responses = Vec::with_capacity(topics.len());
         for (name, staged) in topics {
             let mut partitions = Vec::with_capacity(staged.len());

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
+use crate::storage::Foreground;
 use crate::storage::compact::{self, Filtered, RecordView};
 use crate::storage::segment::{ScanEnd, Window};
 
@@ -72,19 +73,32 @@ const STEP_BYTES: usize = 64 * 1024;
 /// 64 KiB step of 200-byte records held the shard 0.4-0.8 ms on the
 /// development VM (perf/RESULTS.md, 2026-12-07).
 const STEP_TIME: Duration = Duration::from_micros(100);
+/// How long the cleaner waits, before a step or a file operation, for a
+/// moment with no produce work in flight on its shard before it goes ahead
+/// anyway (see `storage::foreground`): under a load that never pauses it
+/// still takes a step every 5 ms.
+const MAX_TURN_WAIT: Duration = Duration::from_millis(5);
 /// After a step the cleaner rests this many times as long as the step
 /// took: it uses at most a fifth of its shard's time.
 const REST_PER_STEP: u32 = 4;
 
-/// Kafka's `log.cleaner.io.max.bytes.per.second`: the cleaner's reads and
-/// writes together are kept below this rate on average, measured over
-/// [`THROTTLE_CHECK_INTERVAL`] windows (Kafka's `Throttler`). One per shard,
-/// shared by every log it cleans; borrowed only between awaits.
+/// How the cleaner paces itself. Kafka's
+/// `log.cleaner.io.max.bytes.per.second`: its reads and writes together are
+/// kept below this rate on average, measured over
+/// [`THROTTLE_CHECK_INTERVAL`] windows (Kafka's `Throttler`). And, when it
+/// knows its shard's [`Foreground`], it takes each step and file operation
+/// between produce requests ([`Throttle::turn`]). One per shard, shared by
+/// every log it cleans; borrowed only between awaits.
 #[derive(Debug)]
 pub struct Throttle {
     bytes_per_second: f64,
     window_start: Cell<Instant>,
     window_bytes: Cell<f64>,
+    foreground: Option<Rc<Foreground>>,
+    /// Since the pass began: time spent waiting for a turn, and the turns
+    /// taken with produce work still in flight after [`MAX_TURN_WAIT`].
+    waited: Cell<Duration>,
+    forced_turns: Cell<u64>,
 }
 
 /// How often the throttle compares the rate with its bound.
@@ -99,7 +113,36 @@ impl Throttle {
             bytes_per_second,
             window_start: Cell::new(Instant::now()),
             window_bytes: Cell::new(0.0),
+            foreground: None,
+            waited: Cell::new(Duration::ZERO),
+            forced_turns: Cell::new(0),
         }
+    }
+
+    /// The same bound, and each step and file operation taken when no
+    /// produce work is in flight in `foreground` (or after
+    /// [`MAX_TURN_WAIT`]).
+    pub fn yielding_to(self, foreground: Rc<Foreground>) -> Throttle {
+        Throttle {
+            foreground: Some(foreground),
+            ..self
+        }
+    }
+
+    /// Waits for the cleaner's turn: a moment with no produce work in
+    /// flight on the shard, or [`MAX_TURN_WAIT`], whichever comes first.
+    async fn turn(&self) {
+        let Some(foreground) = &self.foreground else {
+            return;
+        };
+        if foreground.is_idle() {
+            return;
+        }
+        let started = Instant::now();
+        if !foreground.until_idle(MAX_TURN_WAIT).await {
+            self.forced_turns.set(self.forced_turns.get() + 1);
+        }
+        self.waited.set(self.waited.get() + started.elapsed());
     }
 
     pub fn unlimited() -> Throttle {
@@ -153,6 +196,11 @@ pub struct CleanOutcome {
     pub took: Duration,
     pub stepping: Duration,
     pub finishing: Duration,
+    /// Of `took`, the time spent waiting for moments with no produce work
+    /// in flight, and how many steps or file operations went ahead after
+    /// [`MAX_TURN_WAIT`] without one.
+    pub waited_for_produce: Duration,
+    pub forced_turns: u64,
 }
 
 /// A closed segment the cleaner may rewrite.
@@ -332,6 +380,8 @@ impl PartitionLog {
         map.clear();
         self.cleaner_reads.set((0, 0));
         self.cleaner_stepping.set(Duration::ZERO);
+        throttle.waited.set(Duration::ZERO);
+        throttle.forced_turns.set(0);
         let mut cleaned_to = last.next_offset;
         for segment in cleanable.iter().filter(|c| c.next_offset > dirty_from) {
             if let Mapped::FullAt(offset) =
@@ -372,18 +422,23 @@ impl PartitionLog {
         }
         let finish = Instant::now();
         if outcome.segments_rewritten > 0 {
+            throttle.turn().await;
             sync_dir(&self.dir).await?;
+            throttle.turn().await;
             self.write_missing_indexes().await?;
         }
         outcome.records_removed = retain.removed;
         (outcome.bytes_read_from_files, outcome.bytes_read_from_cache) = self.cleaner_reads.get();
         let cleaned_to = cleaned_to.max(dirty_from);
         if cleaned_to != dirty_from {
+            throttle.turn().await;
             write_offset_checkpoint(&self.dir, CLEANER_CHECKPOINT, cleaned_to).await?;
         }
         outcome.finishing = finishing + finish.elapsed();
         outcome.stepping = self.cleaner_stepping.get();
         outcome.took = started.elapsed();
+        outcome.waited_for_produce = throttle.waited.get();
+        outcome.forced_turns = throttle.forced_turns.get();
         self.cleaned_to.set(cleaned_to);
         self.tombstone_deadline.set(retain.next_deadline);
         Ok(Some(outcome))
@@ -486,6 +541,7 @@ impl PartitionLog {
         cleaned_path.push(".");
         cleaned_path.push(CLEANED_SUFFIX);
         let cleaned_path = PathBuf::from(cleaned_path);
+        throttle.turn().await;
         let mut out = Rewrite {
             file: create_segment_file(&cleaned_path).await?,
             path: cleaned_path,
@@ -499,7 +555,9 @@ impl PartitionLog {
                     .await?;
             }
             finish = Instant::now();
+            throttle.turn().await;
             let size = out.writer.finish(&out.file, &out.path).await?;
+            throttle.turn().await;
             out.file
                 .fdatasync()
                 .await
@@ -528,7 +586,7 @@ impl PartitionLog {
         rebuilt.trimmed = true;
         rebuilt.seal_time_index();
         rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
-        let swapped = self.swap_in(group, rebuilt, path).await;
+        let swapped = self.swap_in(group, rebuilt, path, throttle).await;
         *finishing += finish.elapsed();
         swapped?;
         Ok(Some(size))
@@ -575,6 +633,7 @@ impl PartitionLog {
                 return Err(error);
             }
             if out.writer.pending.len() >= CHUNK_BYTES {
+                throttle.turn().await;
                 let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
                 throttle.observe(written).await;
             }
@@ -639,7 +698,9 @@ impl PartitionLog {
         group: &[&Cleanable],
         mut rebuilt: Segment,
         cleaned_path: PathBuf,
+        throttle: &Throttle,
     ) -> Result<(), StorageError> {
+        throttle.turn().await;
         let _turn = take_turn(
             &self.segments_turn,
             "waiting to swap a segment of",
@@ -678,6 +739,7 @@ impl PartitionLog {
             write_index_files(self.dir.clone(), vec![(marker, b"1\n".to_vec())]).await?;
         }
         let log_path = first.path.clone();
+        throttle.turn().await;
         let held = glommio::executor()
             .spawn_blocking(move || -> Result<Vec<std::fs::File>, StorageError> {
                 let mut held = remove_files(&index_paths)?;
@@ -691,6 +753,7 @@ impl PartitionLog {
             .await?;
         // The old first segment's file, renamed over, closes off the shard.
         release_later(held);
+        throttle.turn().await;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -715,6 +778,7 @@ impl PartitionLog {
             self.merged_away
                 .borrow_mut()
                 .extend(group[1..].iter().map(|s| s.path.clone()));
+            throttle.turn().await;
             self.remove_merged_away().await?;
         }
         // Reads in flight keep the old files open through their own
@@ -862,6 +926,7 @@ impl<'a> Batches<'a> {
         throttle: &Throttle,
         mut visit: impl FnMut(&BatchHeader, &[u8]) -> Visit,
     ) -> Result<bool, StorageError> {
+        throttle.turn().await;
         let started = Instant::now();
         let mut scanned = 0usize;
         let mut stopped = false;
@@ -1261,6 +1326,60 @@ mod tests {
             let after = contents(&log).await;
             assert_eq!(after, expected(&before, active, false));
             assert!(!after.values().any(|(k, _)| k == b"never-set"));
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
+    fn the_cleaner_steps_around_produce_work() {
+        run(|dir| async move {
+            let log = open(&dir, compacted()).await;
+            let t = crate::types::now_ms();
+            let foreground = Rc::new(Foreground::default());
+            let throttle = Throttle::unlimited().yielding_to(foreground.clone());
+            let mut map = OffsetMap::within(1 << 20);
+            for pass in 1..=3_i64 {
+                for i in 0..300 {
+                    let key = format!("key-{}", i % 10);
+                    log.append(&keyed(&key, Some(&format!("{pass}-{i}")), t), t)
+                        .expect("append");
+                }
+                log.flush().await.expect("flush");
+                let before = contents(&log).await;
+                let active = active_base(&log);
+                // 1: produce work in flight through the whole pass; 2: for
+                // its first 3 ms; 3: none.
+                let held = (pass < 3).then(|| foreground.begin());
+                if pass == 2 {
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(Duration::from_millis(3)).await;
+                        drop(held);
+                    })
+                    .detach();
+                }
+                let outcome = log
+                    .clean(t + 10 * pass, &mut map, &throttle)
+                    .await
+                    .expect("clean")
+                    .expect("a pass");
+                assert!(outcome.segments_rewritten > 0);
+                assert_eq!(contents(&log).await, expected(&before, active, true));
+                let (waited, forced) = (outcome.waited_for_produce, outcome.forced_turns);
+                match pass {
+                    1 => {
+                        // Every turn waited the whole bound, then went ahead.
+                        assert!(forced > 0);
+                        let bound = MAX_TURN_WAIT * u32::try_from(forced).expect("turns");
+                        assert!(waited >= bound, "waited {waited:?} for {forced} turns");
+                    }
+                    2 => {
+                        // The first turn waited for the work to end.
+                        assert_eq!(forced, 0);
+                        assert!(waited >= Duration::from_millis(2), "waited {waited:?}");
+                    }
+                    _ => assert_eq!((waited, forced), (Duration::ZERO, 0)),
+                }
+            }
             log.close().await.expect("close");
         });
     }
