@@ -6,7 +6,8 @@
 //! submitted, a produce write or fdatasync that completes, and a request
 //! that arrives, wait for it. Taken whenever the cleaner's rest ended, such
 //! steps made the latency partitions' flushes that began inside a pass
-//! take half as long again at the median (perf/RESULTS.md, 2026-12-07
+//! take a third longer at the median and twice as long at p99, even while
+//! the cleaner only mapped keys from memory (perf/RESULTS.md, 2026-12-07
 //! (morning)). So the cleaner waits, before each step and each file
 //! operation, until no produce request and no flush round is in flight on
 //! its shard, for at most a bound, then goes ahead anyway: under a load
