@@ -603,7 +603,6 @@ impl PartitionLog {
     ) -> Result<(), StorageError> {
         let mut failed = None;
         let mut batches = Batches::of(self, segment);
-        let mut step = std::time::Instant::now();
         loop {
             let (writer, rebuilt) = (&mut out.writer, &mut out.segment);
             let more = batches
@@ -640,8 +639,7 @@ impl PartitionLog {
             if !more {
                 return Ok(());
             }
-            self.step_aside(step).await;
-            step = std::time::Instant::now();
+            self.step_aside(batches.last_step).await;
         }
     }
 
@@ -867,10 +865,8 @@ impl PartitionLog {
         mut visit: impl FnMut(&BatchHeader, &[u8]) -> Visit,
     ) -> Result<(), StorageError> {
         let mut batches = Batches::of(self, segment);
-        let mut step = std::time::Instant::now();
         while batches.step(throttle, &mut visit).await? {
-            self.step_aside(step).await;
-            step = std::time::Instant::now();
+            self.step_aside(batches.last_step).await;
         }
         Ok(())
     }
@@ -885,6 +881,10 @@ struct Batches<'a> {
     from: Source<'a>,
     /// The pass's bytes read from files and from the cache.
     reads: &'a Cell<(u64, u64)>,
+    /// How long the last step took: its reading and visiting, not its
+    /// wait for a turn nor the throttle's (the rest after it is
+    /// proportional to this).
+    last_step: Duration,
 }
 
 enum Source<'a> {
@@ -915,6 +915,7 @@ impl<'a> Batches<'a> {
         Batches {
             from,
             reads: &log.cleaner_reads,
+            last_step: Duration::ZERO,
         }
     }
 
@@ -948,6 +949,7 @@ impl<'a> Batches<'a> {
                     }
                 }
                 self.reads.set((files, cache + scanned as u64));
+                self.last_step = started.elapsed();
                 Ok(!stopped && *next < batches.len())
             }
             Source::File {
@@ -976,6 +978,7 @@ impl<'a> Batches<'a> {
                     },
                 )
                 .await?;
+                self.last_step = started.elapsed();
                 let read = window.bytes_read() - read_before;
                 self.reads.set((files + read, cache));
                 throttle.observe(read).await;
@@ -987,12 +990,10 @@ impl<'a> Batches<'a> {
 }
 
 impl PartitionLog {
-    /// Rests after a step that began at `started`, so the cleaner's share
-    /// of the shard stays small, and lets every other task queue (produce,
-    /// fetch) run first: the shard's queues switch only every 100 ms
-    /// otherwise.
-    async fn step_aside(&self, started: Instant) {
-        let step = started.elapsed();
+    /// Rests after a step that took `step`, so the cleaner's share of the
+    /// shard stays small, and lets every other task queue (produce, fetch)
+    /// run first: the shard's queues switch only every 100 ms otherwise.
+    async fn step_aside(&self, step: Duration) {
         self.cleaner_stepping
             .set(self.cleaner_stepping.get() + step);
         let rest = step * REST_PER_STEP;
