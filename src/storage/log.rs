@@ -215,8 +215,9 @@ pub struct PartitionLog {
     /// Bytes the pass in progress read from files and from the tail cache.
     cleaner_reads: Cell<(u64, u64)>,
     /// Time the pass in progress spent in its steps (reading and
-    /// filtering batches; not its rests, syncs or swaps), counted at each
-    /// rest: a segment's last step, which no rest follows, is left out.
+    /// filtering batches; not its waits for a turn, its rests, syncs or
+    /// swaps), counted at each rest: a segment's last step, which no rest
+    /// follows, is left out.
     cleaner_stepping: Cell<std::time::Duration>,
     /// `.log` files of segments the cleaner merged into an earlier one that
     /// a failure left on disk (the log no longer holds them). Removed
