@@ -632,8 +632,6 @@ impl Shard {
                     finishing_ms = outcome.finishing.as_secs_f64() * 1e3,
                     waited_for_produce_ms = outcome.waited_for_produce.as_secs_f64() * 1e3,
                     forced_turns = outcome.forced_turns,
-                    io_ms = outcome.io.as_secs_f64() * 1e3,
-                    rested_for_io_ms = outcome.rested_for_io.as_secs_f64() * 1e3,
                     "log compacted"
                 ),
                 Err(error) => {

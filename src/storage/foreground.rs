@@ -25,8 +25,6 @@ use crate::notify::Notify;
 pub struct Foreground {
     in_flight: Cell<u32>,
     idle: Notify,
-    /// When the last piece of work ended.
-    last_ended: Cell<Option<Instant>>,
 }
 
 /// One piece of produce work in flight; it ends when this is dropped.
@@ -39,7 +37,6 @@ impl Drop for InFlight {
         let left = self.0.in_flight.get().saturating_sub(1);
         self.0.in_flight.set(left);
         if left == 0 {
-            self.0.last_ended.set(Some(Instant::now()));
             self.0.idle.notify_all();
         }
     }
@@ -55,15 +52,6 @@ impl Foreground {
 
     pub fn is_idle(&self) -> bool {
         self.in_flight.get() == 0
-    }
-
-    /// Whether produce work is in flight or ended less than `window` ago.
-    pub fn active_within(&self, window: Duration) -> bool {
-        !self.is_idle()
-            || self
-                .last_ended
-                .get()
-                .is_some_and(|ended| ended.elapsed() < window)
     }
 
     /// Completes once nothing is in flight (`true`), or after `max_wait`

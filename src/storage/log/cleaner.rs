@@ -81,27 +81,14 @@ const MAX_TURN_WAIT: Duration = Duration::from_millis(5);
 /// After a step the cleaner rests this many times as long as the step
 /// took: it uses at most a fifth of its shard's time.
 const REST_PER_STEP: u32 = 4;
-/// After each of its device reads, writes, syncs and file operations the
-/// cleaner rests this many times as long as the operation took, while
-/// produce work was seen on its shard within [`PRODUCE_RECENT`]: its own
-/// requests then keep the device busy at most a two-hundredth of the time.
-/// A produce write or fdatasync that reaches the device while one of the
-/// cleaner's is there waits behind it, and its chance to meet one is about
-/// the cleaner's share of the device's time: at a few percent, the
-/// meetings reach produce's p99 (perf/RESULTS.md, 2026-12-07 (evening)).
-const REST_PER_IO: u32 = 199;
-/// How recently produce work must have been in flight for the cleaner to
-/// rest after its I/O; on a shard with none, it cleans at the device's pace.
-const PRODUCE_RECENT: Duration = Duration::from_secs(1);
 
 /// How the cleaner paces itself. Kafka's
 /// `log.cleaner.io.max.bytes.per.second`: its reads and writes together are
 /// kept below this rate on average, measured over
 /// [`THROTTLE_CHECK_INTERVAL`] windows (Kafka's `Throttler`). And, when it
 /// knows its shard's [`Foreground`], it takes each step and file operation
-/// between produce requests ([`Throttle::turn`]), and while produce is at
-/// work it rests after each of its I/O operations ([`REST_PER_IO`]). One
-/// per shard, shared by every log it cleans; borrowed only between awaits.
+/// between produce requests ([`Throttle::turn`]). One per shard, shared by
+/// every log it cleans; borrowed only between awaits.
 #[derive(Debug)]
 pub struct Throttle {
     bytes_per_second: f64,
@@ -112,11 +99,6 @@ pub struct Throttle {
     /// taken with produce work still in flight after [`MAX_TURN_WAIT`].
     waited: Cell<Duration>,
     forced_turns: Cell<u64>,
-    /// Since the pass began: its own I/O, and the rests after it; and the
-    /// I/O not yet rested for.
-    io: Cell<Duration>,
-    io_rested: Cell<Duration>,
-    io_owed: Cell<Duration>,
 }
 
 /// How often the throttle compares the rate with its bound.
@@ -134,9 +116,6 @@ impl Throttle {
             foreground: None,
             waited: Cell::new(Duration::ZERO),
             forced_turns: Cell::new(0),
-            io: Cell::new(Duration::ZERO),
-            io_rested: Cell::new(Duration::ZERO),
-            io_owed: Cell::new(Duration::ZERO),
         }
     }
 
@@ -164,52 +143,6 @@ impl Throttle {
             self.forced_turns.set(self.forced_turns.get() + 1);
         }
         self.waited.set(self.waited.get() + started.elapsed());
-    }
-
-    /// Does `io`, one of the cleaner's device reads, writes, syncs or file
-    /// operations, in its turn, then rests for it ([`REST_PER_IO`]).
-    async fn io<T>(&self, io: impl Future<Output = T>) -> T {
-        let done = self.io_held(io).await;
-        self.rest_for_io().await;
-        done
-    }
-
-    /// [`Throttle::io`] with the rest owed until [`Throttle::rest_for_io`]:
-    /// for operations done while holding a turn of the log that retention
-    /// and DeleteRecords wait for.
-    async fn io_held<T>(&self, io: impl Future<Output = T>) -> T {
-        self.turn().await;
-        let started = Instant::now();
-        let done = io.await;
-        self.owe(started.elapsed());
-        done
-    }
-
-    fn owe(&self, io: Duration) {
-        self.io.set(self.io.get() + io);
-        self.io_owed.set(self.io_owed.get() + io);
-    }
-
-    /// Rests for the I/O owed, when produce work was in flight lately.
-    async fn rest_for_io(&self) {
-        let owed = self.io_owed.replace(Duration::ZERO);
-        let Some(foreground) = &self.foreground else {
-            return;
-        };
-        if owed.is_zero() || !foreground.active_within(PRODUCE_RECENT) {
-            return;
-        }
-        let rest = (owed * REST_PER_IO).min(THROTTLE_SLEEP_MAX);
-        glommio::timer::sleep(rest).await;
-        self.io_rested.set(self.io_rested.get() + rest);
-    }
-
-    /// Starts a pass's counts.
-    fn begin_pass(&self) {
-        for count in [&self.waited, &self.io, &self.io_rested, &self.io_owed] {
-            count.set(Duration::ZERO);
-        }
-        self.forced_turns.set(0);
     }
 
     pub fn unlimited() -> Throttle {
@@ -268,10 +201,6 @@ pub struct CleanOutcome {
     /// [`MAX_TURN_WAIT`] without one.
     pub waited_for_produce: Duration,
     pub forced_turns: u64,
-    /// Of `took`, the cleaner's own device reads, writes, syncs and file
-    /// operations, and its rests after them ([`REST_PER_IO`]).
-    pub io: Duration,
-    pub rested_for_io: Duration,
 }
 
 /// A closed segment the cleaner may rewrite.
@@ -451,7 +380,8 @@ impl PartitionLog {
         map.clear();
         self.cleaner_reads.set((0, 0));
         self.cleaner_stepping.set(Duration::ZERO);
-        throttle.begin_pass();
+        throttle.waited.set(Duration::ZERO);
+        throttle.forced_turns.set(0);
         let mut cleaned_to = last.next_offset;
         for segment in cleanable.iter().filter(|c| c.next_offset > dirty_from) {
             if let Mapped::FullAt(offset) =
@@ -492,28 +422,23 @@ impl PartitionLog {
         }
         let finish = Instant::now();
         if outcome.segments_rewritten > 0 {
-            throttle.io(sync_dir(&self.dir)).await?;
-            throttle.io(self.write_missing_indexes()).await?;
+            throttle.turn().await;
+            sync_dir(&self.dir).await?;
+            throttle.turn().await;
+            self.write_missing_indexes().await?;
         }
         outcome.records_removed = retain.removed;
         (outcome.bytes_read_from_files, outcome.bytes_read_from_cache) = self.cleaner_reads.get();
         let cleaned_to = cleaned_to.max(dirty_from);
         if cleaned_to != dirty_from {
-            throttle
-                .io(write_offset_checkpoint(
-                    &self.dir,
-                    CLEANER_CHECKPOINT,
-                    cleaned_to,
-                ))
-                .await?;
+            throttle.turn().await;
+            write_offset_checkpoint(&self.dir, CLEANER_CHECKPOINT, cleaned_to).await?;
         }
         outcome.finishing = finishing + finish.elapsed();
         outcome.stepping = self.cleaner_stepping.get();
         outcome.took = started.elapsed();
         outcome.waited_for_produce = throttle.waited.get();
         outcome.forced_turns = throttle.forced_turns.get();
-        outcome.io = throttle.io.get();
-        outcome.rested_for_io = throttle.io_rested.get();
         self.cleaned_to.set(cleaned_to);
         self.tombstone_deadline.set(retain.next_deadline);
         Ok(Some(outcome))
@@ -616,8 +541,9 @@ impl PartitionLog {
         cleaned_path.push(".");
         cleaned_path.push(CLEANED_SUFFIX);
         let cleaned_path = PathBuf::from(cleaned_path);
+        throttle.turn().await;
         let mut out = Rewrite {
-            file: throttle.io(create_segment_file(&cleaned_path)).await?,
+            file: create_segment_file(&cleaned_path).await?,
             path: cleaned_path,
             writer: ChunkWriter::default(),
             segment: Segment::new(&self.dir, first.base_offset),
@@ -629,9 +555,11 @@ impl PartitionLog {
                     .await?;
             }
             finish = Instant::now();
-            let size = throttle.io(out.writer.finish(&out.file, &out.path)).await?;
-            throttle
-                .io(out.file.fdatasync())
+            throttle.turn().await;
+            let size = out.writer.finish(&out.file, &out.path).await?;
+            throttle.turn().await;
+            out.file
+                .fdatasync()
                 .await
                 .map_err(StorageError::glommio("syncing", &out.path))?;
             Ok(size)
@@ -660,7 +588,6 @@ impl PartitionLog {
         rebuilt.durable_max_timestamp = rebuilt.max_timestamp;
         let swapped = self.swap_in(group, rebuilt, path, throttle).await;
         *finishing += finish.elapsed();
-        throttle.rest_for_io().await;
         swapped?;
         Ok(Some(size))
     }
@@ -705,9 +632,8 @@ impl PartitionLog {
                 return Err(error);
             }
             if out.writer.pending.len() >= CHUNK_BYTES {
-                let written = throttle
-                    .io(out.writer.write_full_blocks(&out.file, &out.path))
-                    .await?;
+                throttle.turn().await;
+                let written = out.writer.write_full_blocks(&out.file, &out.path).await?;
                 throttle.observe(written).await;
             }
             if !more {
@@ -782,7 +708,7 @@ impl PartitionLog {
         // Not while its old index files are being written.
         let _indexing =
             take_turn(&self.index_turn, "waiting to swap a segment of", &self.dir).await?;
-        if let Err(error) = throttle.io_held(self.remove_merged_away()).await {
+        if let Err(error) = self.remove_merged_away().await {
             remove_quietly(&cleaned_path);
             return Err(error);
         }
@@ -808,39 +734,28 @@ impl PartitionLog {
         };
         let marker = self.dir.join(COMPACTED_MARKER);
         if !marker.exists() {
-            throttle
-                .io_held(write_index_files(
-                    self.dir.clone(),
-                    vec![(marker, b"1\n".to_vec())],
-                ))
-                .await?;
+            write_index_files(self.dir.clone(), vec![(marker, b"1\n".to_vec())]).await?;
         }
         let log_path = first.path.clone();
-        // In an async block: spawn_blocking starts the work when called.
-        let rename = async {
-            glommio::executor()
-                .spawn_blocking(move || -> Result<Vec<std::fs::File>, StorageError> {
-                    let mut held = remove_files(&index_paths)?;
-                    held.extend(std::fs::File::open(&log_path).ok());
-                    // The new contents are synced: the rename may be lost
-                    // in a crash (the old segment stays, just as valid),
-                    // never torn.
-                    std::fs::rename(&cleaned_path, &log_path)
-                        .map_err(StorageError::io("renaming", &log_path))?;
-                    Ok(held)
-                })
-                .await
-        };
-        let held = throttle.io_held(rename).await?;
+        throttle.turn().await;
+        let held = glommio::executor()
+            .spawn_blocking(move || -> Result<Vec<std::fs::File>, StorageError> {
+                let mut held = remove_files(&index_paths)?;
+                held.extend(std::fs::File::open(&log_path).ok());
+                // The new contents are synced: the rename may be lost in a
+                // crash (the old segment stays, just as valid), never torn.
+                std::fs::rename(&cleaned_path, &log_path)
+                    .map_err(StorageError::io("renaming", &log_path))?;
+                Ok(held)
+            })
+            .await?;
         // The old first segment's file, renamed over, closes off the shard.
         release_later(held);
-        let file = throttle
-            .io_held(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .dma_open(&first.path),
-            )
+        throttle.turn().await;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&first.path)
             .await
             .map_err(StorageError::glommio("opening", &first.path))?;
         rebuilt.file = Some(Rc::new(file));
@@ -861,7 +776,8 @@ impl PartitionLog {
             self.merged_away
                 .borrow_mut()
                 .extend(group[1..].iter().map(|s| s.path.clone()));
-            throttle.io_held(self.remove_merged_away()).await?;
+            throttle.turn().await;
+            self.remove_merged_away().await?;
         }
         // Reads in flight keep the old files open through their own
         // handles; the new index files are written at the end of the pass.
@@ -1065,11 +981,6 @@ impl<'a> Batches<'a> {
                 self.last_step = started.elapsed();
                 let read = window.bytes_read() - read_before;
                 self.reads.set((files + read, cache));
-                if read > 0 {
-                    // The step's device read, with the batches it visited.
-                    throttle.owe(self.last_step);
-                    throttle.rest_for_io().await;
-                }
                 throttle.observe(read).await;
                 *position = stopped_at;
                 Ok(!stopped && end == ScanEnd::Stopped)
@@ -1428,7 +1339,7 @@ mod tests {
             let foreground = Rc::new(Foreground::default());
             let throttle = Throttle::unlimited().yielding_to(foreground.clone());
             let mut map = OffsetMap::within(1 << 20);
-            for pass in 1..=4_i64 {
+            for pass in 1..=3_i64 {
                 for i in 0..300 {
                     let key = format!("key-{}", i % 10);
                     log.append(&keyed(&key, Some(&format!("{pass}-{i}")), t), t)
@@ -1437,10 +1348,10 @@ mod tests {
                 log.flush().await.expect("flush");
                 let before = contents(&log).await;
                 let active = active_base(&log);
-                // 1: no produce work yet; 2: produce work in flight through
-                // the whole pass; 3: for its first 3 ms; 4: none now.
-                let held = (pass == 2 || pass == 3).then(|| foreground.begin());
-                if pass == 3 {
+                // 1: produce work in flight through the whole pass; 2: for
+                // its first 3 ms; 3: none.
+                let held = (pass < 3).then(|| foreground.begin());
+                if pass == 2 {
                     glommio::spawn_local(async move {
                         glommio::timer::sleep(Duration::from_millis(3)).await;
                         drop(held);
@@ -1454,28 +1365,18 @@ mod tests {
                     .expect("a pass");
                 assert!(outcome.segments_rewritten > 0);
                 assert_eq!(contents(&log).await, expected(&before, active, true));
-                assert!(outcome.io > Duration::ZERO, "{outcome:?}");
                 let (waited, forced) = (outcome.waited_for_produce, outcome.forced_turns);
                 match pass {
                     1 => {
-                        assert_eq!((waited, forced), (Duration::ZERO, 0));
-                        // With no produce at work it does not rest.
-                        assert_eq!(outcome.rested_for_io, Duration::ZERO);
-                    }
-                    2 => {
                         // Every turn waited the whole bound, then went ahead.
                         assert!(forced > 0);
                         let bound = MAX_TURN_WAIT * u32::try_from(forced).expect("turns");
                         assert!(waited >= bound, "waited {waited:?} for {forced} turns");
-                        // And each I/O operation was followed by its rest.
-                        assert_eq!(outcome.rested_for_io, outcome.io * REST_PER_IO);
                     }
-                    3 => {
-                        // The first turn waited for the work to end; it
-                        // rests after its I/O, produce being at work lately.
+                    2 => {
+                        // The first turn waited for the work to end.
                         assert_eq!(forced, 0);
                         assert!(waited >= Duration::from_millis(2), "waited {waited:?}");
-                        assert!(outcome.rested_for_io > Duration::ZERO);
                     }
                     _ => assert_eq!((waited, forced), (Duration::ZERO, 0)),
                 }
