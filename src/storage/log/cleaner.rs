@@ -1386,6 +1386,48 @@ mod tests {
     }
 
     #[test]
+    fn a_steps_time_leaves_out_its_wait_for_a_turn() {
+        // The rest after a step is proportional to the step's own time, so
+        // that time must not count the wait for a turn before it: with
+        // produce work in flight throughout, every turn waits the whole
+        // bound, and a pass that counted those waits as steps rested four
+        // times as long again (perf/RESULTS.md, 2026-12-07 (day)).
+        run(|dir| async move {
+            let config = LogConfig {
+                segment_bytes: 200_000,
+                ..compacted()
+            };
+            let log = open(&dir, config).await;
+            let t = crate::types::now_ms();
+            let value = "v".repeat(150);
+            for i in 0..2_000 {
+                log.append(&keyed(&format!("key-{}", i % 50), Some(&value), t), t)
+                    .expect("append");
+            }
+            log.flush().await.expect("flush");
+            let foreground = Rc::new(Foreground::default());
+            let throttle = Throttle::unlimited().yielding_to(foreground.clone());
+            let _produce = foreground.begin();
+            let outcome = log
+                .clean(t + 10, &mut OffsetMap::within(1 << 20), &throttle)
+                .await
+                .expect("clean")
+                .expect("a pass");
+            assert!(outcome.segments_rewritten >= 2, "{outcome:?}");
+            // Steps of at most 100 µs or 64 KiB against waits of 5 ms each:
+            // more than twenty turns, most of them before steps.
+            assert!(outcome.forced_turns > 20, "{outcome:?}");
+            assert!(
+                outcome.stepping * 4 < outcome.waited_for_produce,
+                "stepping {:?} against {:?} waiting: {outcome:?}",
+                outcome.stepping,
+                outcome.waited_for_produce
+            );
+            log.close().await.expect("close");
+        });
+    }
+
+    #[test]
     fn the_throttle_keeps_io_below_its_rate() {
         run(|_| async move {
             let unlimited = Throttle::unlimited();
