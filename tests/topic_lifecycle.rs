@@ -402,6 +402,10 @@ fn the_topic_cli_creates_lists_describes_alters_and_deletes() {
     assert_eq!(listed.lines().collect::<Vec<_>>(), vec!["cli-topic"]);
     let described = topic_ok(&broker, &["describe", "--topic", "cli-topic"]);
     assert!(described.contains("PartitionCount: 3"), "{described}");
+    assert!(
+        !described.contains("TopicId: 00000000-0000-0000-0000-000000000000"),
+        "{described}"
+    );
     assert!(described.contains("retention.ms=120000"), "{described}");
     assert_eq!(described.matches("\tPartition: ").count(), 3, "{described}");
 

@@ -170,7 +170,8 @@ impl Client {
             }))
             .with_allow_auto_topic_creation(false);
         let bootstrap = self.bootstrap.clone();
-        self.call(&bootstrap, ApiKey::Metadata, 9, &request)
+        // v10: the first with topic ids (Kafka 2.8).
+        self.call(&bootstrap, ApiKey::Metadata, 10, &request)
     }
 
     /// Every broker's address, by node id.
