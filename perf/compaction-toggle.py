@@ -2,7 +2,7 @@
 """Reads one perf/compaction-toggle.sh run: produce-ack latency in its
 compact blocks against its delete blocks.
 
-    perf/compaction-toggle.py [--settle SECONDS] [--calm-ms MS] DIR [DIR ...]
+    perf/compaction-toggle.py [--settle SECONDS] [--calm-ms MS] [--compare A/B] DIR [DIR ...]
 
 DIR is a run's results directory (bench-results/toggle-*); several runs
 are pooled pair by pair. A block's seconds are the latency run's measured
@@ -10,7 +10,8 @@ seconds lying wholly inside the block after its first SECONDS (default 3).
 Per block: the pooled histogram's p50, p99 and p99.9, and the median over
 its seconds of each second's own p99 (p99/s: what a stall of a second
 leaves of the block's p99). Per metric, over the pairs' compact/delete
-ratios: the median, a 95% bootstrap interval of the median (pairs
+ratios (or, with --compare A/B, A/B: the blocks of a run made with
+--floor have a third policy, "floor"): the median, a 95% bootstrap interval of the median (pairs
 resampled 5,000 times), the count above 1 and a two-sided sign test; and
 the ratio of all compact seconds pooled over all delete seconds pooled,
 with its own bootstrap interval. Stalled seconds (their own p99 above
@@ -107,12 +108,15 @@ def main(argv):
     settle = 3
     calm_ms = 20.0
     directories = []
+    treated, base = "compact", "delete"
     args = iter(argv)
     for arg in args:
         if arg == "--settle":
             settle = int(next(args))
         elif arg == "--calm-ms":
             calm_ms = float(next(args))
+        elif arg == "--compare":
+            treated, _, base = next(args).partition("/")
         else:
             directories.append(arg)
     if not directories:
@@ -121,12 +125,14 @@ def main(argv):
     for directory in directories:
         for pair, policy, block in load(directory, settle * 1000):
             pairs.setdefault(pair, {})[policy] = block
-    complete = [(k, v) for k, v in pairs.items() if len(v) == 2
-                and v["compact"]["p99s"] and v["delete"]["p99s"]]
+    complete = [(k, {"delete": v[base], "compact": v[treated]}) for k, v in pairs.items()
+                if base in v and treated in v and v[treated]["p99s"] and v[base]["p99s"]]
     if not complete:
-        sys.exit("no pair has seconds of both policies")
+        sys.exit(f"no pair has seconds of both {treated} and {base}")
+    # From here on "delete" names the base blocks and "compact" the others.
+    print(f"{treated}/{base}:")
     print(f"{'pair':<6}{'s':>3}" + "".join(f"{m:>16}" for m in METRICS)
-          + "  (ms delete -> compact)  passes d/c  broker cores d/c  steal % d/c")
+          + f"  (ms {base} -> {treated})  passes  broker cores  steal %")
     ratios = {m: [] for m in METRICS}
     for index, (name, blocks) in enumerate(complete, 1):
         d, c = metrics([blocks["delete"]]), metrics([blocks["compact"]])
@@ -141,7 +147,7 @@ def main(argv):
               + f"  {blocks['delete']['steal']:.0f}/{blocks['compact']['steal']:.0f}")
     n = len(complete)
     passes = {p: statistics.median(b[p]["passes"] for _, b in complete) for p in ("delete", "compact")}
-    print(f"\n{n} pairs; cleaner passes per block, median: delete {passes['delete']}, compact {passes['compact']}")
+    print(f"\n{n} pairs; cleaner passes per block, median: {base} {passes['delete']}, {treated} {passes['compact']}")
     rng = random.Random(20261202)
     # Stalls: seconds whose own p99 is above --calm-ms. A shared host's
     # storage and CPU stalls fall on either policy; with no cleaner effect
@@ -153,8 +159,8 @@ def main(argv):
     counted = {p: sum(len(b[p]["p99s"]) for _, b in complete) for p in ("delete", "compact")}
     share = counted["compact"] / (counted["compact"] + counted["delete"])
     total_stalled = stalled["compact"] + stalled["delete"]
-    print(f"seconds with p99 > {calm_ms:g} ms: delete {stalled['delete']} of {counted['delete']},"
-          f" compact {stalled['compact']} of {counted['compact']}"
+    print(f"seconds with p99 > {calm_ms:g} ms: {base} {stalled['delete']} of {counted['delete']},"
+          f" {treated} {stalled['compact']} of {counted['compact']}"
           f" (binomial p {binomial_test(stalled['compact'], total_stalled, share):.3f})")
     # Stalls come in storms longer than a second, so the seconds are not
     # independent and the binomial test above trusts them too much. The
@@ -164,7 +170,7 @@ def main(argv):
     differences = [stalls(b["compact"]) - stalls(b["delete"]) for _, b in complete]
     more = sum(1 for x in differences if x > 0)
     fewer = sum(1 for x in differences if x < 0)
-    print(f"pairs with more stalled seconds in compact: {more}, in delete: {fewer}"
+    print(f"pairs with more stalled seconds in {treated}: {more}, in {base}: {fewer}"
           f" (sign p {sign_test(more, more + fewer):.3f};"
           f" permutation p {flip_test(differences, rng):.3f})")
     calm = [i for i, (_, b) in enumerate(complete) if stalls(b["delete"]) == stalls(b["compact"]) == 0]

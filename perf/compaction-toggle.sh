@@ -16,6 +16,13 @@
 #            whole block (the dirty data of the delete block before it
 #            first).
 #
+#   floor:   (with --floor) cleanup.policy=delete, and perf/cleaner-io.py
+#            making the I/O of the cleaner's passes in such a block from
+#            outside the broker: the device's floor, what produce pays for
+#            the cleaner's I/O alone, whoever issues it. Each pair is then a
+#            triple, and the summary gives compact/delete, floor/delete and
+#            compact/floor.
+#
 # Each pair's order is drawn at random, so a drift of a shared host falls
 # on both policies alike and, with no cleaner effect, a pair's
 # compact/delete ratio is as likely above 1 as below. A block's first
@@ -29,7 +36,7 @@
 #                             [--load-rate MSG_PER_S] [--latency-rate MSG_PER_S]
 #                             [--cleaner-io-max BYTES_PER_S] [--broker-cores K]
 #                             [--broker-first-cpu F]
-#                             [--load-config KEY=VALUE]... [--seed N]
+#                             [--load-config KEY=VALUE]... [--floor] [--seed N]
 #
 # --load-config adds a topic config to the load topic at its creation (for
 # example flush.ms=3600000 with flush.messages=1000000000, to take the load
@@ -53,6 +60,7 @@ settle=3
 load_rate=2500
 latency_rate=5000
 cleaner_io_max=unlimited
+floor=""
 broker_cores=""
 load_config=()
 seed=$RANDOM
@@ -67,6 +75,7 @@ while [[ $# -gt 0 ]]; do
         --broker-cores) broker_cores=$2; shift 2 ;;
         --broker-first-cpu) export BROKER_FIRST_CPU=$2; shift 2 ;;
         --load-config) load_config+=(--config "$2"); shift 2 ;;
+        --floor) floor=1; shift ;;
         --seed) seed=$2; shift 2 ;;
         *) echo "unknown argument: $1 (see the top of $0)" >&2; exit 2 ;;
     esac
@@ -78,7 +87,18 @@ fi
 start_compaction_broker "$broker_cores" "$cleaner_io_max" toggle "${load_config[@]}"
 
 warmup=3
-measured=$((pairs * 2 * block + pairs + 10))
+arms=2
+if [ -n "$floor" ]; then
+    arms=3
+    # The stand-in for the cleaner's I/O writes on the broker's file system
+    # and runs on its CPUs, at SCHED_IDLE, as the cleaner only takes the
+    # CPU when produce work does not need it.
+    stand_in=(chrt --idle 0 python3 perf/cleaner-io.py)
+    if [ -n "${BROKER_CPUS:-}" ]; then stand_in=(taskset -c "$BROKER_CPUS" "${stand_in[@]}"); fi
+    floor_dir="$BROKER_DATA/cleaner-io"
+    "${stand_in[@]}" prepare "$floor_dir" $((pairs * 8))
+fi
+measured=$((pairs * arms * block + pairs + 10))
 start_load "$load_rate" "$((measured + warmup + 20))"
 sleep 8 # a few segments closed before the first block
 "${clients[@]}" "$TIDELOG_BIN" bench --bootstrap "$boot" --quiet --name latency --out-dir "$out" \
@@ -106,13 +126,23 @@ echo "seed $seed: $pairs pairs of ${block}s blocks, the first ${settle}s of each
 blocks="$out/blocks.txt"
 : >"$blocks"
 for pair in $(seq 1 "$pairs"); do
-    if [ $((RANDOM % 2)) -eq 0 ]; then order="delete compact"; else order="compact delete"; fi
+    if [ -n "$floor" ]; then
+        orders=("delete compact floor" "delete floor compact" "compact delete floor"
+            "compact floor delete" "floor delete compact" "floor compact delete")
+        order=${orders[$((RANDOM % 6))]}
+    elif [ $((RANDOM % 2)) -eq 0 ]; then order="delete compact"; else order="compact delete"; fi
     for policy in $order; do
-        topic alter --topic load --add-config cleanup.policy=$policy
+        topic alter --topic load --add-config cleanup.policy=${policy/floor/delete}
         start_ms=$(date +%s%3N)
         start_passes=$(passes)
         start_ticks=$(cpu_ticks)
+        stand_in_pid=""
+        if [ "$policy" = floor ]; then
+            "${stand_in[@]}" run "$floor_dir" "$block" &
+            stand_in_pid=$!
+        fi
         sleep "$block"
+        if [ -n "$stand_in_pid" ]; then wait "$stand_in_pid"; fi
         # pair policy start_ms end_ms cleaner_passes ticks_at_start ticks_at_end
         echo "$pair $policy $start_ms $(date +%s%3N) $(($(passes) - start_passes)) $start_ticks $(cpu_ticks)" >>"$blocks"
     done
@@ -127,8 +157,14 @@ cp "$BROKER_LOG" "$out/broker.log"
 {
     echo "command: $0 --pairs $pairs --block $block --settle $settle --load-rate $load_rate" \
         "--latency-rate $latency_rate --cleaner-io-max $cleaner_io_max" \
-        "${broker_cores:+--broker-cores $broker_cores }${BROKER_FIRST_CPU:+--broker-first-cpu $BROKER_FIRST_CPU }${load_config[*]:+${load_config[*]//--config/--load-config} }--seed $seed"
+        "${broker_cores:+--broker-cores $broker_cores }${BROKER_FIRST_CPU:+--broker-first-cpu $BROKER_FIRST_CPU }${load_config[*]:+${load_config[*]//--config/--load-config} }${floor:+--floor }--seed $seed"
     echo "tidelog: $TIDELOG_BIN; tree $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' with uncommitted changes to src')"
     python3 perf/compaction-toggle.py --settle "$settle" "$out"
+    if [ -n "$floor" ]; then
+        for compare in floor/delete compact/floor; do
+            echo
+            python3 perf/compaction-toggle.py --settle "$settle" --compare "$compare" "$out"
+        done
+    fi
 } | tee "$out/summary.txt"
 echo "results: $out"
