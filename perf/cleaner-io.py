@@ -38,7 +38,6 @@ import os
 import sys
 import time
 
-BLOCK = 4096
 REQUEST = 64 * 1024
 SEGMENT = 350 * 1024
 LOGS = 4
